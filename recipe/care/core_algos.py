@@ -31,7 +31,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "CareConfig",
@@ -154,15 +153,25 @@ class GroupLayout:
     def num_groups(self) -> int:
         return self.rows.shape[0]
 
+    @property
+    def flat(self) -> torch.Tensor:
+        """long [B]: each row's cell in the flattened grid."""
+        return self.group_id * self.rows.shape[1] + self.slot
+
+    # index_select / scatter rather than advanced indexing: on CPU the latter runs through a
+    # parallel kernel whose thread barrier costs milliseconds per call when cores are busy.
     def to_grid(self, values: torch.Tensor, fill: Any = 0) -> torch.Tensor:
-        """``[B, ...]`` -> ``[G, N, ...]``; padding cells hold ``fill``."""
-        grid = values.new_full((*self.rows.shape, *values.shape[1:]), fill)
-        grid[self.group_id, self.slot] = values
-        return grid
+        """``[B]`` -> ``[G, N]``; padding cells hold ``fill``."""
+        grid = values.new_full((self.rows.numel(),), fill)
+        return grid.scatter_(0, self.flat, values).view(self.rows.shape)
 
     def to_rows(self, grid: torch.Tensor) -> torch.Tensor:
-        """``[G, N, ...]`` -> ``[B, ...]``."""
-        return grid[self.group_id, self.slot]
+        """``[G, N]`` -> ``[B]``."""
+        return grid.reshape(-1).index_select(0, self.flat)
+
+    def gather_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """``[B, H]`` -> ``[G, N, H]`` (padding cells repeat row 0; callers never select them)."""
+        return values.index_select(0, self.rows.clamp_min(0).reshape(-1)).view(*self.rows.shape, -1)
 
 
 def build_group_layout(index: Sequence | np.ndarray | torch.Tensor) -> GroupLayout:
@@ -172,10 +181,19 @@ def build_group_layout(index: Sequence | np.ndarray | torch.Tensor) -> GroupLayo
     ids = np.asarray(index)
     if ids.ndim != 1:
         raise ValueError(f"index must be one-dimensional [B], got shape {ids.shape}")
-    if ids.dtype == object:  # np.unique on mixed objects fails with an opaque TypeError
-        ids = ids.astype(str)
-    keys, inverse = np.unique(ids, return_inverse=True)
-    group_id = torch.from_numpy(inverse.astype(np.int64).reshape(-1))
+    # A dict factorisation: np.unique sorts the whole object array of Python strings (10x slower).
+    first_seen: dict = {}
+    codes = np.fromiter((first_seen.setdefault(k, len(first_seen)) for k in ids.tolist()), dtype=np.int64,
+                        count=len(ids))
+    keys = list(first_seen)
+    try:
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+    except TypeError:  # mixed key types: order by their text
+        order = sorted(range(len(keys)), key=lambda i: str(keys[i]))
+    relabel = np.empty(len(keys), dtype=np.int64)
+    relabel[order] = np.arange(len(keys))
+    keys = [keys[i] for i in order]  # group numbers follow the sorted ids, not the batch order
+    group_id = torch.from_numpy(relabel[codes]) if len(keys) else torch.zeros(0, dtype=torch.long)
     batch = group_id.numel()
     order = torch.sort(group_id, stable=True).indices  # by group, then batch order
     counts = torch.bincount(group_id, minlength=len(keys))
@@ -219,6 +237,17 @@ def select_anchor(candidates: torch.Tensor, think_len: torch.Tensor, answer_len:
     return key.argmin(dim=1)
 
 
+def _one_hot(slot: torch.Tensor, width: int, where: torch.Tensor) -> torch.Tensor:
+    """bool [G, N]: True at ``slot[g]`` for groups with ``where[g]``."""
+    return torch.zeros(slot.shape[0], width, dtype=torch.bool).scatter_(1, slot.unsqueeze(1), where.unsqueeze(1))
+
+
+def _row_of(dist: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """dist[g, slot[g], :] for every group: [G, N]."""
+    width = dist.shape[2]
+    return dist.gather(1, slot.view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
+
+
 def farthest_first_fill(dist: torch.Tensor, candidates: torch.Tensor, picked: torch.Tensor,
                         n_more: torch.Tensor) -> torch.Tensor:
     """Add ``n_more[g]`` rows to each group's picked set, farthest-first.
@@ -229,14 +258,19 @@ def farthest_first_fill(dist: torch.Tensor, candidates: torch.Tensor, picked: to
     """
     picked = picked.clone()
     steps = int(n_more.max().item()) if n_more.numel() else 0
-    groups = torch.arange(picked.shape[0])
+    if steps == 0:
+        return picked
+    width = picked.shape[1]
+    # Distance of every row to its nearest picked row, updated with each pick (O(G·N) a step).
+    nearest_picked = torch.where(picked.unsqueeze(1), dist, torch.full_like(dist, float("inf"))).amin(dim=2)
     for step in range(steps):
         free = candidates & ~picked
-        nearest_picked = torch.where(picked.unsqueeze(1), dist, torch.full_like(dist, float("inf"))).amin(dim=2)
         score = torch.where(free, nearest_picked, torch.full_like(nearest_picked, float("-inf")))
         choice = score.argmax(dim=1)  # first maximum: the lower slot wins ties
         take = (n_more > step) & free.any(dim=1)
-        picked[groups[take], choice[take]] = True
+        picked |= _one_hot(choice, width, take)
+        nearest_picked = torch.where(take.unsqueeze(1), torch.minimum(nearest_picked, _row_of(dist, choice)),
+                                     nearest_picked)
     return picked
 
 
@@ -266,7 +300,7 @@ def select_hard_negatives(selector: str, dist: torch.Tensor, anchor: torch.Tenso
     n_refl = reflected.sum(1)
     k_prime = torch.maximum(torch.clamp(n_refl + n_fail, max=k), n_refl) * active
     n_open = k_prime - n_refl
-    d_anchor = dist[torch.arange(dist.shape[0]), anchor]  # [G, N]: d_i = 1 - h_i . h+
+    d_anchor = _row_of(dist, anchor)  # [G, N]: d_i = 1 - h_i . h+
     picked = reflected.clone()
 
     if selector == "cosine":
@@ -307,19 +341,16 @@ def select_rescue_subgroup(dist: torch.Tensor, failures: torch.Tensor, reflected
     Returns (pseudo_anchor long [G], pseudo_negatives bool [G, N], k_prime long [G]).
     """
     failures = failures & active.unsqueeze(1)
-    groups = torch.arange(failures.shape[0])
+    width = failures.shape[1]
     plain = failures & ~reflected
     anchor_pool = torch.where(plain.any(1, keepdim=True), plain, failures)
     neg_inf = torch.full_like(logp, float("-inf"))
     anchor = torch.where(anchor_pool, logp, neg_inf).argmax(dim=1)
-    others = failures.clone()
-    others[groups, anchor] = False
+    others = failures & ~_one_hot(anchor, width, active)
     k_prime = torch.clamp(others.sum(1), max=k) * active
-    d_anchor = dist[groups, anchor]
+    d_anchor = _row_of(dist, anchor)
     first = torch.where(others, d_anchor, torch.full_like(d_anchor, float("-inf"))).argmax(dim=1)
-    picked = torch.zeros_like(failures)
-    has = k_prime > 0
-    picked[groups[has], first[has]] = True
+    picked = _one_hot(first, width, k_prime > 0)
     picked = farthest_first_fill(dist, others, picked, torch.clamp(k_prime - 1, min=0))
     return anchor, picked, k_prime
 
@@ -410,8 +441,10 @@ def compute_care_sequence_advantages(
     g_acc = layout.to_grid(acc_b, False)
     g_refl = layout.to_grid(refl, False) & valid
     g_fail = valid & ~g_acc
-    g_emb = layout.to_grid(F.normalize(emb, dim=-1))
-    dist = 1.0 - torch.bmm(g_emb, g_emb.transpose(1, 2))  # [G, N, N]
+    g_emb = layout.gather_rows(emb)
+    gram = torch.bmm(g_emb, g_emb.transpose(1, 2))  # [G, N, N]; normalising after the product
+    norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().clamp_min(1e-12)  # spares a pass over [B, H]
+    dist = 1.0 - gram / (norm.unsqueeze(2) * norm.unsqueeze(1))  # cosine distance
 
     # Group paths.
     anchor_pool = g_acc & ~g_refl
@@ -421,22 +454,20 @@ def compute_care_sequence_advantages(
     rescued = all_wrong & torch.full_like(all_wrong, bool(config.rescue)) & (valid.sum(1) >= 2)
     group_kind = torch.where(all_wrong, KIND_ALL_WRONG, torch.where(anchored | g_fail.any(1), KIND_MIXED, KIND_ALL_CORRECT))
 
-    groups = torch.arange(layout.num_groups)
+    width = valid.shape[1]
     # Anchored contrast.
     anchor = select_anchor(anchor_pool, layout.to_grid(t_think), layout.to_grid(t_ans))
     negatives, k_anchored = select_hard_negatives(
         config.selector, dist, anchor, g_fail & ~g_refl, g_refl, config.k, config.m, anchored,
         layout=layout, seed=config.seed)
-    is_anchor = torch.zeros_like(valid)
-    is_anchor[groups[anchored], anchor[anchored]] = True
+    is_anchor = _one_hot(anchor, width, anchored)
 
     # All-negative rescue.
     logp_score = logp if config.rescue_logp == "sum" else logp / resp_len.clamp_min(1).float()
     r_anchor, r_negatives, k_rescue = select_rescue_subgroup(
         dist, g_fail, g_refl, layout.to_grid(logp_score, float("-inf")), config.k, rescued)
     rescued = rescued & (k_rescue > 0)
-    is_r_anchor = torch.zeros_like(valid)
-    is_r_anchor[groups[rescued], r_anchor[rescued]] = True
+    is_r_anchor = _one_hot(r_anchor, width, rescued)
     r_negatives &= rescued.unsqueeze(1)
 
     k_prime = torch.where(anchored, k_anchored, torch.where(rescued, k_rescue, 0))
@@ -458,18 +489,16 @@ def compute_care_sequence_advantages(
     adv = torch.where(members, adv, torch.zeros_like(adv))
 
     role = torch.full(valid.shape, ROLE_NONE, dtype=torch.long)
-    role[negatives & ~g_refl] = ROLE_NEGATIVE
-    role[negatives & g_refl] = ROLE_REFLECTED
-    role[is_anchor] = ROLE_ANCHOR
-    role[r_negatives] = ROLE_RESCUE_NEGATIVE
-    role[is_r_anchor] = ROLE_RESCUE_ANCHOR
+    for mask, code in ((negatives & ~g_refl, ROLE_NEGATIVE), (negatives & g_refl, ROLE_REFLECTED),
+                       (is_anchor, ROLE_ANCHOR), (r_negatives, ROLE_RESCUE_NEGATIVE), (is_r_anchor, ROLE_RESCUE_ANCHOR)):
+        role = torch.where(mask, code, role)
 
     info = {
         "role": layout.to_rows(role),
         "in_subgroup": layout.to_rows(members),
         "raw_adv": layout.to_rows(raw),
-        "k_prime": k_prime[layout.group_id],
-        "group_kind": group_kind[layout.group_id],
+        "k_prime": k_prime.index_select(0, layout.group_id),
+        "group_kind": group_kind.index_select(0, layout.group_id),
         "group_id": layout.group_id.clone(),
     }
     return layout.to_rows(adv).to(out_device), info
@@ -496,15 +525,29 @@ def compute_region_weighted_token_advantages(
     """
     config = config or CareConfig()
     dtype = seq_adv.dtype if seq_adv.is_floating_point() else torch.float32
+    adv = seq_adv.to(dtype)
     resp = response_mask.to(dtype)
-    adv = seq_adv.to(dtype).unsqueeze(1)
     if config.token_weighting == "uniform":
-        return adv * resp
+        return adv.unsqueeze(1) * resp
+    # The weights take three values per row (answer, think, rest), so the result is built in place
+    # from float masks and per-row coefficients: each [B, L] pass costs about as much as GRPO's
+    # broadcast (bool reductions and bool->float `where` are several times slower on CPU).
+    out = answer_mask.to(dtype).mul_(resp)  # answer tokens inside the response
+    n_answer = out.sum(1)
+    has_answer = n_answer > 0
     tau = float(config.tau_think) if config.token_weighting == "region_weighted" else 0.0
-    weight = answer_mask.to(dtype) * resp
-    has_answer = weight.sum(1, keepdim=True) > 0
-    if tau:
-        think_weight = torch.as_tensor(acc, device=resp.device).to(dtype).unsqueeze(1) * tau
-        weight = weight + think_mask.to(dtype) * resp * think_weight
-    weight = torch.where(has_answer, weight, resp)
-    return adv * weight / weight.sum(1, keepdim=True).clamp_min(1e-6)
+    think_weight = torch.as_tensor(acc, device=adv.device).to(dtype) * tau  # τ+ for correct rollouts only
+    think = None
+    total = n_answer
+    if tau and bool((think_weight > 0).any()):
+        think = think_mask.to(dtype).mul_(resp)
+        total = n_answer + think_weight * think.sum(1)
+    per_answer = adv / total.clamp_min(1e-6)
+    out.mul_(per_answer.unsqueeze(1))
+    if think is not None:
+        out.add_(think.mul_((per_answer * think_weight * has_answer).unsqueeze(1)))
+    if not bool(has_answer.all()):  # rows without an answer span: w = 1 on every response token
+        rows = (~has_answer).nonzero().squeeze(1)
+        per_token = adv[rows] / resp[rows].sum(1).clamp_min(1e-6)
+        out[rows] = resp[rows] * per_token.unsqueeze(1)
+    return out
