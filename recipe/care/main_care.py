@@ -1,0 +1,220 @@
+"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--dry-run] key=value ...``.
+
+Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
+defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
+``main_ppo`` does plus CARE's own checks, and starts verl's v1 task runner with the recipe
+registered inside the runner process (registries are per process, verl-integration.md item 10).
+``--dry-run`` prints the resolved config and exits without starting Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from recipe.care.verl_compat import require_verl_attr
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
+CONFIG_NAME = "care_trainer"
+
+# Baselines for A/B runs: same data, reward, model, batch sizes and budget; only the algorithm
+# keys change. GRPO: verl's grpo estimator on the same KL loss and clip range as CARE. DAPO:
+# clip-higher 0.2/0.28, token-mean, no KL, dynamic sampling on `acc` (overlong reward shaping is
+# not applied: the reward is shared). GSPO: verl's gspo policy loss with its recipe's clip range
+# and seq-mean-token-mean aggregation, no KL.
+_BASELINE = ["trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo"]
+ALGO_OVERRIDES: dict[str, list[str]] = {
+    "care": [],
+    "grpo": [*_BASELINE],
+    "dapo": [
+        *_BASELINE,
+        "algorithm.filter_groups.enable=true",
+        "algorithm.filter_groups.metric=acc",
+        "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.28",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+        "actor_rollout_ref.actor.use_kl_loss=false",
+    ],
+    "gspo": [
+        *_BASELINE,
+        "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+        "actor_rollout_ref.actor.clip_ratio_low=0.0003",
+        "actor_rollout_ref.actor.clip_ratio_high=0.0004",
+        "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean",
+        "actor_rollout_ref.actor.use_kl_loss=false",
+    ],
+}
+
+# care.* key -> CareConfig field. `rgr` is the RGR block (issue 6), validated by its own module.
+_CARE_KEYS = {
+    "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",
+    "equalize": "equalize", "selector": "selector", "tau_think": "tau_think",
+    "token_weighting": "token_weighting", "seed": "seed",
+}
+_RESCUE_KEYS = {"enable": "rescue", "gamma": "rescue_gamma", "normalize": "rescue_normalize", "logp": "rescue_logp"}
+_RESERVED_CARE_BLOCKS = ("rgr",)
+
+
+class CareConfigError(ValueError):
+    pass
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), algo: str = "care") -> DictConfig:
+    """The composed (unresolved) config for ``algo`` with the user's hydra overrides applied last."""
+    if algo not in ALGO_OVERRIDES:
+        raise CareConfigError(f"unknown ALGO {algo!r}; choose one of {', '.join(ALGO_OVERRIDES)}")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name=CONFIG_NAME, overrides=[*ALGO_OVERRIDES[algo], *overrides])
+
+
+def care_config_from_omegaconf(block) -> "CareConfig":  # noqa: F821
+    """Map the top-level ``care:`` block onto :class:`recipe.care.core_algos.CareConfig`.
+
+    Unknown keys are an error listing the known ones (a typo must not silently run the default).
+    """
+    from recipe.care.core_algos import CareConfig
+
+    data = OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig) else dict(block or {})
+    kwargs = {}
+    for key, value in data.items():
+        if key in _CARE_KEYS:
+            kwargs[_CARE_KEYS[key]] = value
+        elif key == "rescue":
+            for sub, sub_value in (value or {}).items():
+                if sub not in _RESCUE_KEYS:
+                    raise CareConfigError(f"unknown key care.rescue.{sub}; known: {', '.join(_RESCUE_KEYS)}")
+                kwargs[_RESCUE_KEYS[sub]] = sub_value
+        elif key not in _RESERVED_CARE_BLOCKS:
+            known = [*_CARE_KEYS, "rescue", *_RESERVED_CARE_BLOCKS]
+            raise CareConfigError(f"unknown key care.{key}; known: {', '.join(known)}")
+    try:
+        return CareConfig(**kwargs)
+    except (TypeError, ValueError) as exc:  # CareConfig checks its own ranges
+        raise CareConfigError(f"invalid care block: {exc}") from exc
+
+
+def validate_care_config(config: DictConfig) -> None:
+    """CARE's requirements on top of verl's own validation (only when the care_sync trainer runs)."""
+    if config.trainer.v1.trainer_mode != "care_sync":
+        return
+    care = care_config_from_omegaconf(config.get("care", {}))
+    problems = []
+    if not config.trainer.use_v1:
+        problems.append("trainer.use_v1 must be true (care_sync is a v1 trainer)")
+    n = int(config.actor_rollout_ref.rollout.n)
+    if n < 1 + care.k:
+        problems.append(f"actor_rollout_ref.rollout.n={n} must be >= 1 + care.k={1 + care.k} (an anchor and K negatives)")
+    if care.m < care.k:
+        problems.append(f"care.m={care.m} must be >= care.k={care.k}")
+    if config.algorithm.get("filter_groups", {}).get("enable", False):
+        problems.append("algorithm.filter_groups.enable must be false: all-wrong groups feed the rescue")
+    if config.algorithm.get("use_kl_in_reward", False):
+        problems.append("algorithm.use_kl_in_reward is not supported by CARE (use actor_rollout_ref.actor.use_kl_loss)")
+    corr = config.algorithm.get("rollout_correction", None) or {}
+    if corr.get("bypass_mode", False):
+        problems.append(
+            "algorithm.rollout_correction.bypass_mode must be false: CARE takes think embeddings from the "
+            "old-log-prob forward pass, which bypass mode skips"
+        )
+    if corr.get("rollout_is", None) or corr.get("rollout_rs", None):
+        problems.append("algorithm.rollout_correction.rollout_is / rollout_rs are not supported by the care_sync trainer")
+    if config.critic.get("enable", None):
+        problems.append("critic.enable must be false: CARE is critic-free")
+    if problems:
+        raise CareConfigError("invalid CARE config:\n  - " + "\n  - ".join(problems))
+
+
+def to_verl_dataclasses(config: DictConfig) -> dict:
+    """Convert the sections verl turns into dataclasses at start-up (raises on a bad key or value).
+
+    The sections are those verl 0.9.1 itself converts. Left out: the model (HFModelConfig loads the
+    tokenizer from the model path, which a dry run without the checkpoint cannot do) and
+    ``reward`` (verl never converts it; its RewardManagerConfig fails to instantiate in 0.9.1).
+    """
+    omega_conf_to_dataclass = require_verl_attr("verl.utils.config", "omega_conf_to_dataclass")
+    return {
+        "algorithm": omega_conf_to_dataclass(config.algorithm),
+        "actor": omega_conf_to_dataclass(config.actor_rollout_ref.actor),
+        "rollout": omega_conf_to_dataclass(config.actor_rollout_ref.rollout),
+        "checkpoint_engine": omega_conf_to_dataclass(config.actor_rollout_ref.rollout.checkpoint_engine),
+    }
+
+
+def validate(config: DictConfig) -> None:
+    """verl's own start-up validation (as verl.trainer.main_ppo.main does) plus CARE's checks."""
+    need_critic, need_reference_policy = require_verl_attr("verl.trainer.ppo.utils", "need_critic", "need_reference_policy")
+    validate_config = require_verl_attr("verl.utils.config", "validate_config")
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate_care_config(config)
+    to_verl_dataclasses(config)
+
+
+def register_recipe() -> None:
+    """Import the modules whose decorators register CARE with verl's registries (this process only)."""
+    import recipe.care.adv_estimator  # noqa: F401  register_adv_est("care")
+    import recipe.care.reward_manager  # noqa: F401  reward manager "care"
+    import recipe.care.trainer  # noqa: F401  register_trainer("care_sync")
+
+
+def _task_runner_class():
+    import ray
+
+    # verl 0.9.1 verl/trainer/main_ppo.py:115: TaskRunnerV1 is a Ray actor class; subclass its class.
+    TaskRunnerV1 = require_verl_attr("verl.trainer.main_ppo", "TaskRunnerV1")
+
+    class CareTaskRunner(TaskRunnerV1.__ray_actor_class__):
+        def run(self, config):
+            register_recipe()
+            return super().run(config)
+
+    return ray.remote(CareTaskRunner)
+
+
+def run(config: DictConfig) -> None:
+    auto_set_device = require_verl_attr("verl.utils.device", "auto_set_device")
+    run_ppo = require_verl_attr("verl.trainer.main_ppo", "run_ppo")
+    auto_set_device(config)
+    validate(config)
+    if config.trainer.v1.trainer_mode == "care_sync":
+        register_recipe()  # fail here, not inside a Ray actor, if a recipe module is broken
+    run_ppo(config, task_runner_class=_task_runner_class())
+
+
+def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
+    algo, dry_run, overrides = os.environ.get("ALGO", "care"), False, []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--dry-run":
+            dry_run = True
+        elif arg == "--algo":
+            algo = next(args, "")
+        elif arg.startswith("--algo="):
+            algo = arg.split("=", 1)[1]
+        elif arg.startswith("--"):
+            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --dry-run; everything else is key=value")
+        else:
+            overrides.append(arg)
+    return algo, dry_run, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    algo, dry_run, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config = compose_config(overrides, algo=algo)
+    if dry_run:
+        validate(config)
+        print(OmegaConf.to_yaml(config, resolve=True))
+        print(f"# ALGO={algo}: config accepted by verl's validate_config and dataclass conversion (dry run)")
+        return 0
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The ``care_sync`` trainer: verl 0.9.1's v1 sync trainer with CARE's advantage step.
+
+verl's registered advantage estimators only see rewards, masks and group ids; CARE also needs
+verifier correctness, think/answer spans, think embeddings and old log-probs. So this trainer
+
+- swaps in :class:`recipe.care.worker.CareActorRolloutRefWorker` (``_init_resource_pool_mgr``);
+- in ``_compute_old_log_prob`` computes each response's think span (``recipe.care.spans``),
+  writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
+  forward pass that computes the old log-probs (no extra model pass);
+- owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
+  region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
+- logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+import transfer_queue as tq
+from tensordict import TensorDict
+
+from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
+from recipe.care.main_care import care_config_from_omegaconf
+from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.spans import compute_response_spans
+from recipe.care.think_embedding import response_pool_mask
+from recipe.care.verl_compat import require_verl_attr
+from recipe.care.worker import EMB_FLAG, POOL_MASK, THINK_EMB, CareActorRolloutRefWorker
+
+# Written against verl 0.9.1.
+PPOTrainerSync = require_verl_attr("verl.trainer.ppo.v1.trainer_sync", "PPOTrainerSync")
+register_trainer = require_verl_attr("verl.trainer.ppo.v1.trainer_base", "register_trainer")
+Role = require_verl_attr("verl.trainer.ppo.utils", "Role")
+response_to_nested = require_verl_attr("verl.workers.utils.padding", "response_to_nested")
+
+TRAINER_NAME = "care_sync"
+ACC_KEY, FORMAT_KEY, REFLECTED_KEY = "acc", "format", "reflected"
+ADVANTAGE_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "responses", "extra_fields", THINK_EMB, "data_source"]
+_ACTOR_ROLES = ("Actor", "ActorRollout", "ActorRolloutRef")
+
+
+class MissingRewardInfo(KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def _column(data: TensorDict, key: str) -> list:
+    value = data.get(key)
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _padded(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.nested.to_padded_tensor(tensor, 0) if tensor.is_nested else tensor
+
+
+def read_reward_info(extra_fields: list, keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """acc (long [B]), format (float [B] or None when any row lacks it), reflected (bool [B])."""
+    acc, fmt, reflected = [], [], []
+    for row, fields in enumerate(extra_fields):
+        fields = fields or {}
+        info = fields.get("reward_extra_info") or {}
+        if ACC_KEY not in info:
+            where = f"row {keys[row]!r}" if keys else f"row {row}"
+            raise MissingRewardInfo(
+                f"CARE needs the verifier's correctness `acc` (0/1) in the reward's extra info, and {where} has "
+                f"none (keys: {sorted(info)}). Use CARE's reward manager: reward.reward_manager.name=care "
+                f"(recipe/care/reward_manager.py)."
+            )
+        value = float(np.asarray(info[ACC_KEY]).item())
+        if value not in (0.0, 1.0):
+            raise ValueError(f"`acc` must be 0 or 1 (verifier correctness), got {value} at row {row}")
+        acc.append(int(value))
+        fmt.append(info.get(FORMAT_KEY))
+        reflected.append(bool(fields.get(REFLECTED_KEY, False)))
+    fmt_tensor = None if any(f is None for f in fmt) else torch.tensor([float(np.asarray(f).item()) for f in fmt])
+    return torch.tensor(acc, dtype=torch.long), fmt_tensor, torch.tensor(reflected, dtype=torch.bool)
+
+
+def pool_masks_for(responses: torch.Tensor, response_mask: torch.Tensor, tokenizer) -> torch.Tensor:
+    """The 0/1 [B, L] response positions pooled into each think embedding (think span, else response)."""
+    response_mask = _padded(response_mask)
+    spans = compute_response_spans(tokenizer, _padded(responses), response_mask)
+    return response_pool_mask(spans.think_mask, spans.has_think, response_mask).to(torch.int64)
+
+
+def compute_care_advantage_fields(
+    data: TensorDict, is_padding: np.ndarray, tokenizer, config: CareConfig, keys: list | None = None
+) -> tuple[TensorDict, dict[str, float]]:
+    """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
+
+    Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
+    Padding rows (``is_padding``) are left out of every group and get zero advantages.
+    """
+    if THINK_EMB not in data.keys():
+        raise KeyError(
+            f"`{THINK_EMB}` is missing: the care_sync trainer takes it from the old-log-prob pass "
+            f"(CareActorRolloutRefWorker); was algorithm.rollout_correction.bypass_mode enabled?"
+        )
+    response_mask_nested = data["response_mask"]
+    response_mask = _padded(response_mask_nested)
+    width = response_mask.shape[1]
+    batch = response_mask.shape[0]
+    real = torch.from_numpy(~np.asarray(is_padding, dtype=bool))
+    rows = real.nonzero().squeeze(-1)
+
+    uid = np.asarray(_column(data, "uid"), dtype=object)
+    extra_fields = _column(data, "extra_fields")
+    sources = _column(data, "data_source") if "data_source" in data.keys() else ["unknown"] * batch
+    row_keys = [keys[i] for i in rows.tolist()] if keys else None
+    acc, fmt, reflected = read_reward_info([extra_fields[i] for i in rows.tolist()], row_keys)
+
+    responses = _padded(data["responses"])
+    rewards = _padded(data["rm_scores"]).float().sum(-1)
+    old_log_probs = _padded(data["old_log_probs"]).float()
+    mask = response_mask.float()
+    think_emb = data[THINK_EMB]
+    think_emb = torch.stack(list(think_emb.unbind())) if think_emb.is_nested else think_emb
+
+    spans = compute_response_spans(tokenizer, responses[rows], response_mask[rows])
+    seq_adv, info = compute_care_sequence_advantages(
+        rewards=rewards[rows],
+        acc=acc,
+        index=uid[rows.numpy()],
+        think_len=spans.think_len,
+        answer_len=spans.answer_len,
+        think_emb=think_emb[rows].float(),
+        logp_sum=(old_log_probs[rows] * mask[rows]).sum(-1),
+        response_len=mask[rows].sum(-1).long(),
+        reflected=reflected,
+        config=config,
+    )
+    token_adv = compute_region_weighted_token_advantages(
+        seq_adv=seq_adv,
+        acc=acc,
+        think_mask=spans.think_mask,
+        answer_mask=spans.answer_mask,
+        response_mask=response_mask[rows],
+        config=config,
+    )
+    advantages = torch.zeros(batch, width, dtype=torch.float32)
+    advantages[rows] = token_adv.float()
+
+    metrics = care_advantage_metrics(seq_adv, token_adv, acc, info, k=config.k)
+    metrics.update(data_source_metrics([sources[i] for i in rows.tolist()], acc, fmt))
+    metrics["care/padding_rows"] = float((~real).sum())
+    metrics["care/reflected_rows"] = float(reflected.sum())
+    fields = TensorDict(
+        {
+            "advantages": response_to_nested(advantages, response_mask_nested),
+            "returns": response_to_nested(advantages.clone(), response_mask_nested),
+        },
+        batch_size=batch,
+    )
+    return fields, metrics
+
+
+@register_trainer(TRAINER_NAME)
+class CarePPOTrainer(PPOTrainerSync):
+    """verl's sync trainer (colocated rollout, no partial rollout) with CARE's advantage step."""
+
+    # verl 0.9.1 branches on `self.trainer_mode == "sync"` (replay buffer choice, dataloader
+    # refill, checkpointing of in-flight prompts: trainer_base.py:153, 731, 902, 912, 1004, 1499),
+    # so a trainer registered under another name would silently run the async code paths.
+    # care_sync *is* the sync trainer in all of them; the registered name is kept apart.
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:
+        self.registered_mode = value
+
+    def __init__(self, config):
+        self.care_config = care_config_from_omegaconf(config.get("care", {}))
+        super().__init__(config)
+
+    def _init_resource_pool_mgr(self):
+        super()._init_resource_pool_mgr()
+        care_worker = ray.remote(CareActorRolloutRefWorker)
+        for role in list(self.role_worker_mapping):
+            if role.name in _ACTOR_ROLES:
+                self.role_worker_mapping[role] = care_worker
+
+    def _compute_old_log_prob(self, batch, metrics):
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses", "response_mask"])
+        pool = pool_masks_for(data["responses"], data["response_mask"], self.tokenizer)
+        tq.kv_batch_put(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            fields=TensorDict({POOL_MASK: response_to_nested(pool, data["response_mask"])}, batch_size=len(batch)),
+        )
+        # The flag must not leak into the ref/update calls that reuse this KVBatchMeta.
+        batch.extra_info[EMB_FLAG] = True
+        try:
+            output = super()._compute_old_log_prob(batch, metrics)
+        finally:
+            batch.extra_info.pop(EMB_FLAG, None)
+        if output is not None and output is not batch:
+            output.extra_info.pop(EMB_FLAG, None)
+        return output
+
+    def _compute_advantage(self, batch, metrics):
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=ADVANTAGE_FIELDS)
+        is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags], dtype=bool)
+        fields, care_metrics = compute_care_advantage_fields(
+            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys)
+        )
+        metrics.update(care_metrics)
+        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)

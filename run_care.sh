@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# CARE (or a baseline) on Qwen2.5-VL-7B-Instruct with the data_prep/build_mix.py mix, through verl 0.9.1.
+#
+#   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
+#   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
+#
+# Environment (defaults in brackets):
+#   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train.parquet, val.parquet)
+#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
+#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3]
+# Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
+# then run this script on the head node with NNODES set; verl attaches to the running cluster.
+set -euo pipefail
+
+ALGO="${ALGO:-care}"
+MODEL_PATH="${MODEL_PATH:-Qwen/Qwen2.5-VL-7B-Instruct}"
+DATA_DIR="${DATA_DIR:-data/care_mix}"
+N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
+NNODES="${NNODES:-1}"
+PROJECT_NAME="${PROJECT_NAME:-care-verl}"
+EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_qwen2_5_vl_7b}"
+TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-128}"
+ROLLOUT_N="${ROLLOUT_N:-8}"
+TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
+LOGGER="${LOGGER:-[\"console\",\"wandb\"]}"
+PYTHON="${PYTHON:-python3}"
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+args=()
+for arg in "$@"; do
+  args+=("$arg")
+done
+
+exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
+  actor_rollout_ref.model.path="$MODEL_PATH" \
+  data.train_files="$DATA_DIR/train.parquet" \
+  data.val_files="$DATA_DIR/val.parquet" \
+  data.train_batch_size="$TRAIN_BATCH_SIZE" \
+  actor_rollout_ref.rollout.n="$ROLLOUT_N" \
+  trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
+  trainer.nnodes="$NNODES" \
+  trainer.project_name="$PROJECT_NAME" \
+  trainer.experiment_name="$EXPERIMENT_NAME" \
+  trainer.total_epochs="$TOTAL_EPOCHS" \
+  trainer.logger="$LOGGER" \
+  "${args[@]}"
