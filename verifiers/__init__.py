@@ -1,0 +1,139 @@
+"""Answer verifiers for the CARE training mix (ChartQA, Geometry3K, ViRL39K) plus the format check.
+
+    from verifiers import verify
+    result = verify("geometry3k", response, "2\\sqrt{3}")
+    # {"score": 0.9..1.0, "acc": 0|1, "format": 0|1, "pred": "...", "verifier": "geometry3k", "reason": "..."}
+
+``response`` is the full model output (think and answer). ``acc`` is exactly 0 or 1 and is what
+CARE gates on; ``score = (1 - w) * acc + w * format``. Every result has the same keys (verl builds
+its per-key arrays from the first sample's keys). Model output never raises: malformed, huge or
+pathological answers give ``acc = 0`` and say why in ``reason``. Configuration errors do raise: an
+unknown ``data_source`` (:class:`UnknownDataSourceError`), a missing ground truth, a bad weight.
+No verl import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from types import ModuleType
+
+from verifiers import chartqa, geometry3k, virl39k
+from verifiers.bounded import has_control_chars
+from verifiers.format import check_format, extract_answer, find_tags
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FORMAT_WEIGHT = 0.1
+MAX_ANSWER_CHARS = 1000  # an extracted answer longer than this is not graded (reason answer_too_long)
+MAX_LOGGED_PRED_CHARS = 200  # what goes into reward_extra_info / logs
+
+VERIFIERS: dict[str, ModuleType] = {m.NAME: m for m in (chartqa, geometry3k, virl39k)}
+# Hub ids and other spellings -> canonical name (what data_prep/build_mix.py writes).
+ALIASES: dict[str, str] = {
+    "huggingfacem4/chartqa": "chartqa",
+    "hiyouga/geometry3k": "geometry3k",
+    "tiger-lab/virl39k": "virl39k",
+}
+RESULT_KEYS = ("score", "acc", "format", "pred", "verifier", "reason")
+
+
+class UnknownDataSourceError(ValueError):
+    pass
+
+
+def known_sources() -> list[str]:
+    return sorted(VERIFIERS) + sorted(ALIASES)
+
+
+def resolve_source(data_source) -> str:
+    """Canonical verifier name for a ``data_source`` value (case-insensitive); raises if unknown."""
+    key = str(data_source).strip().lower()
+    name = ALIASES.get(key, key)
+    if name not in VERIFIERS:
+        raise UnknownDataSourceError(
+            f"no verifier for data_source={data_source!r}; known: {', '.join(known_sources())}"
+        )
+    return name
+
+
+def _ground_truths(ground_truth, name: str) -> list[str]:
+    """A list of non-empty gold strings; ChartQA labels may be a list (or numpy array) of them."""
+    if isinstance(ground_truth, (bytes, bytearray)):
+        ground_truth = ground_truth.decode("utf-8", "replace")
+    if hasattr(ground_truth, "tolist") and not isinstance(ground_truth, str):
+        ground_truth = ground_truth.tolist()
+    items = [ground_truth] if isinstance(ground_truth, (str, int, float)) else ground_truth
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"{name}: ground_truth must be a string or a non-empty list of strings, got {ground_truth!r}")
+    golds = [str(g) for g in items if g is not None and str(g).strip()]
+    if not golds:
+        raise ValueError(f"{name}: empty ground_truth {ground_truth!r}")
+    if len(golds) > 1 and name != "chartqa":
+        raise ValueError(f"{name}: expected one ground truth, got {len(golds)}: {golds!r}")
+    return golds
+
+
+def _loggable(pred: str | None) -> str:
+    if pred is None:
+        return ""
+    pred = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "\ufffd", pred[:MAX_LOGGED_PRED_CHARS])
+    return pred
+
+
+def verify(data_source, response, ground_truth, extra_info=None, format_weight: float = DEFAULT_FORMAT_WEIGHT,
+           *, strict_format: bool = True, boxed_fallback: bool = True, timeout_s: float | None = None,
+           relaxed_tolerance: float = chartqa.RELAXED_TOLERANCE, strict_years: bool = True,
+           rounding_tolerance: bool = True, rounding_rel_tol: float = 0.01) -> dict:
+    """Grade one response. See the module docstring for the result; options:
+
+    - ``format_weight`` ``w``: ``score = (1 - w) * acc + w * format``;
+    - ``strict_format``: see :func:`verifiers.format.check_format`;
+    - ``boxed_fallback``: grade the last ``\\boxed{}`` when there is no ``<answer>`` span;
+    - ``timeout_s``: wall-time limit of the symbolic step (default 1 s, ``CARE_VERIFIER_TIMEOUT_S``);
+    - ``relaxed_tolerance``, ``strict_years``: ChartQA (:mod:`verifiers.chartqa`);
+    - ``rounding_tolerance``, ``rounding_rel_tol``: Geometry3K / ViRL39K (:mod:`verifiers.math_equal`).
+    """
+    name = resolve_source(data_source)
+    golds = _ground_truths(ground_truth, name)
+    if not 0.0 <= float(format_weight) <= 1.0:
+        raise ValueError(f"format_weight must be in [0, 1], got {format_weight}")
+    module = VERIFIERS[name]
+
+    text = response if isinstance(response, str) else ""
+    pred, reason, acc, fmt = None, "" if isinstance(response, str) else "response_not_text", 0, 0
+    try:
+        tags = find_tags(text)
+        fmt = int(check_format(text, strict=strict_format, tags=tags))
+        if not reason:
+            pred, reason = extract_answer(text, boxed_fallback=boxed_fallback, tags=tags)
+        if pred is None:
+            pass
+        elif len(pred) > MAX_ANSWER_CHARS:
+            reason = "answer_too_long"
+        elif has_control_chars(pred):
+            reason = "control_characters"
+        else:
+            gold = golds if name == "chartqa" else golds[0]
+            ok, reason = module.verify_answer(
+                pred, gold, extra_info, timeout_s=timeout_s, relaxed_tolerance=relaxed_tolerance,
+                strict_years=strict_years, rounding_tolerance=rounding_tolerance, rounding_rel_tol=rounding_rel_tol,
+            )
+            acc = int(bool(ok))
+    except Exception as exc:  # a verifier bug must not zero a batch silently: count it in `reason`, log it
+        logger.exception("care verifiers: %s verifier failed on %r", name, (pred or text)[:200])
+        acc, reason = 0, f"internal_error:{type(exc).__name__}"
+
+    w = float(format_weight)
+    return {
+        "score": (1.0 - w) * acc + w * fmt,
+        "acc": acc,
+        "format": fmt,
+        "pred": _loggable(pred),
+        "verifier": name,
+        "reason": reason,
+    }
+
+
+__all__ = ["verify", "resolve_source", "known_sources", "UnknownDataSourceError", "VERIFIERS", "ALIASES",
+           "RESULT_KEYS", "DEFAULT_FORMAT_WEIGHT", "check_format", "extract_answer"]

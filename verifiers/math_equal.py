@@ -1,0 +1,99 @@
+"""Equivalence of a predicted math answer and a gold value (Geometry3K, ViRL39K).
+
+Order, cheapest first: normalised string equality (mathruler's MATH normaliser, string-only),
+plain numbers compared exactly in Python, then math-verify's symbolic comparison in the bounded
+worker pool (:mod:`verifiers.bounded`). Word answers never reach the symbolic step: math-verify
+parses ``stop`` and ``pots`` as the same product of symbols.
+
+**Rounding tolerance** (Decision, switch ``rounding_tolerance``): a decimal literal counts as
+a correct rounding of an exact value. When one side is a decimal with ``d`` digits after the
+point, the answers match if they differ by at most half a unit in the ``d``-th place (the coarser
+side decides) and by at most ``rounding_rel_tol`` (1 %) relative to the gold value. So ``3.46``
+matches ``2\\sqrt{3}`` (3.4641...), ``17.3`` matches ``10\\sqrt{3}``, ``0.33`` matches ``1/3``, but
+``3.5`` does not match ``2\\sqrt{3}`` (1.04 % off), ``3`` does not (integers are exact) and ``48.3``
+does not match ``48``. Plain math-verify compares at a fixed 6 decimals and rejects all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from mathruler.math_normalize import normalize_answer
+
+from verifiers.bounded import MAX_EXPR_CHARS, prescreen, symbolic_compare
+from verifiers.normalize import clean_math, looks_textual, normalize_text, parse_number
+
+DEFAULT_ROUNDING_REL_TOL = 0.01
+
+
+def numbers_match(gold: float | Fraction, gold_decimals: int | None, pred: float | Fraction,
+                  pred_decimals: int | None, rounding_tolerance: bool = True,
+                  rounding_rel_tol: float = DEFAULT_ROUNDING_REL_TOL) -> bool:
+    """Exact equality, or the rounding rule of the module docstring."""
+    diff = abs(Fraction(pred) - Fraction(gold)) if isinstance(gold, Fraction) and isinstance(pred, Fraction) \
+        else abs(float(pred) - float(gold))
+    if diff <= 1e-9 * max(1.0, abs(float(gold))):
+        return True
+    if not rounding_tolerance:
+        return False
+    stated = [d for d in (gold_decimals, pred_decimals) if d is not None and d >= 1]
+    if not stated:
+        return False
+    half_unit = 0.5 * 10.0 ** (-min(stated))
+    diff = float(diff)
+    return diff <= half_unit * (1 + 1e-9) and diff <= rounding_rel_tol * abs(float(gold))
+
+
+def _safe_normalize(s: str) -> str | None:
+    # mathruler's normaliser is string-only (no eval) but not written for adversarial input.
+    try:
+        return normalize_answer(s)
+    except Exception:
+        return None
+
+
+def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding_tolerance: bool = True,
+               rounding_rel_tol: float = DEFAULT_ROUNDING_REL_TOL) -> tuple[bool, str]:
+    """``(correct, reason)`` for one gold value and one extracted prediction. Never raises."""
+    if len(pred) > MAX_EXPR_CHARS:
+        return False, "answer_too_long"
+    g, p = clean_math(gold), clean_math(pred)
+    if not p:
+        return False, "empty_answer"
+    if g == p:
+        return True, "exact"
+
+    gn, pn = parse_number(g), parse_number(p)
+    if gn is not None and pn is not None:
+        ok = numbers_match(gn[0], gn[1], pn[0], pn[1], rounding_tolerance, rounding_rel_tol)
+        return ok, "numeric" if ok else "numeric_mismatch"
+
+    if looks_textual(g) or looks_textual(p):
+        # Word answers: string equality only, never symbolic (stop != pots).
+        ok = normalize_text(g) == normalize_text(p)
+        return ok, "text" if ok else ("text_mismatch" if looks_textual(g) else "text_answer_for_math_gold")
+
+    ng, np_ = _safe_normalize(g), _safe_normalize(p)
+    if ng is not None and ng == np_:
+        return True, "normalized"
+
+    for side in (p, g):
+        reason = prescreen(side)
+        if reason is not None:
+            return False, reason
+
+    reply = symbolic_compare(g, p, timeout_s)
+    if "error" in reply:
+        return False, reply["error"]
+    if not reply["parsed"]:
+        return False, "unparseable"
+    if reply["equal"]:
+        return True, "symbolic"
+    gv, pv = reply["gold_value"], reply["pred_value"]
+    if gv is not None and pv is not None and math.isfinite(gv) and math.isfinite(pv):
+        g_dec = gn[1] if gn is not None else None
+        p_dec = pn[1] if pn is not None else None
+        if numbers_match(gv, g_dec, pv, p_dec, rounding_tolerance, rounding_rel_tol):
+            return True, "rounded"
+    return False, "mismatch"
