@@ -1,0 +1,68 @@
+"""The one Arrow schema every output shard uses, and the vocabulary of the report.
+
+verl's ``RLHFDataset`` concatenates shards with ``datasets.concatenate_datasets``, which needs one
+schema; inferring it per shard would differ (e.g. an all-text-only shard has ``images: list<null>``),
+so it is declared here and passed to every writer.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+CHARTQA, GEOMETRY3K, VIRL39K = "chartqa", "geometry3k", "virl39k"
+DATA_SOURCES = (CHARTQA, GEOMETRY3K, VIRL39K)  # also the default dedup priority, first wins
+
+ABILITY = {CHARTQA: "chart", GEOMETRY3K: "geometry", VIRL39K: "visual_reasoning"}
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field("data_source", pa.string(), nullable=False),
+        # verl's prompt_key: chat messages; the user text holds one "<image>" per entry of `images`.
+        pa.field("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])), nullable=False),
+        # verl's image_key: a list of {"bytes": encoded image}; empty for text-only rows.
+        pa.field("images", pa.list_(pa.struct([("bytes", pa.binary())])), nullable=False),
+        pa.field("ability", pa.string(), nullable=False),
+        # ground_truth is a list for every source because one column has one type: ChartQA gives
+        # several accepted labels, Geometry3K and ViRL39K give exactly one.
+        pa.field("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.list_(pa.string()))]),
+                 nullable=False),
+        pa.field(
+            "extra_info",
+            pa.struct(
+                [
+                    ("index", pa.int64()),  # position in its output split (verl reads extra_info.index)
+                    ("source", pa.string()),  # chartqa / geometry3k / virl39k
+                    ("origin", pa.string()),  # finer provenance: ChartQA human/augmented, ViRL's `source`
+                    ("id", pa.string()),  # the row's id in its source
+                    ("split", pa.string()),  # the source split it came from
+                    ("category", pa.string()),
+                    ("choices", pa.list_(pa.string())),  # option texts in letter order (A, B, ...); [] if none
+                    ("question", pa.string()),  # the question without the instruction
+                    ("answer", pa.string()),  # first ground truth, as a plain string
+                ]
+            ),
+            nullable=False,
+        ),
+    ]
+)
+
+# Drop reasons, in the order the report prints them.
+NOT_IN_SUBSET = "not_in_subset"
+MISSING_FIELD = "missing_field"
+EMPTY_ANSWER = "empty_answer"
+UNREADABLE_FILE = "unreadable_file"
+MISSING_IMAGE = "missing_image"
+CORRUPT_IMAGE = "corrupt_image"
+PLACEHOLDER_MISMATCH = "placeholder_mismatch"
+TEXT_ONLY = "text_only"
+OVER_BUDGET = "over_budget"
+TEST_OVERLAP = "test_overlap"
+DUPLICATE_WITHIN = "duplicate_within_source"
+DUPLICATE_ACROSS = "duplicate_across_sources"
+
+DROP_REASONS = (
+    NOT_IN_SUBSET, MISSING_FIELD, EMPTY_ANSWER, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE,
+    PLACEHOLDER_MISMATCH, TEXT_ONLY, OVER_BUDGET, TEST_OVERLAP, DUPLICATE_WITHIN, DUPLICATE_ACROSS,
+)
+# Reasons caused by bad input rather than by a choice: each is listed with its row id in the report.
+BAD_INPUT_REASONS = (MISSING_FIELD, EMPTY_ANSWER, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE, PLACEHOLDER_MISMATCH)
