@@ -1,0 +1,284 @@
+"""RGR inside verl's rollout step: a thin adapter from verl 0.9.1's v1 agent loop to :mod:`recipe.care.rgr`.
+
+Select it with (``recipe/care/config/rgr.yaml`` sets both)::
+
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=recipe.care.agent_loop.CareAgentLoopManager
+    care.rgr.enable=true
+
+Why here: ``AgentLoopWorkerTQ._run_prompt`` is the only place where all n rollouts of a prompt
+exist while the inference engine still holds the current weights (the sync trainer puts the
+engine to sleep right after sampling).
+
+How it hooks in without copying verl code (every override written against verl 0.9.1,
+``verl/trainer/ppo/v1/agent_loop_tq.py`` and ``verl/experimental/agent_loop/agent_loop.py``):
+
+* ``_run_prompt`` (training prompts only) puts a per-prompt :class:`_Group` in a context
+  variable. verl's ``_run_prompt`` starts the n sessions with ``asyncio.create_task``, which
+  copies the context, so every session of that prompt, and only those, sees the same group.
+* ``_agent_loop_postprocess`` (called once per session, before verl writes the session to
+  TransferQueue) scores the session with verl's own ``_compute_score`` and waits at the group's
+  barrier. The last session to arrive runs :func:`recipe.care.rgr.reflect_group`, then every
+  session continues into verl's own ``_agent_loop_postprocess`` with its (possibly repaired)
+  output, which skips re-scoring (the score is already set) and writes it under the session's
+  usual key. verl writes the prompt's ``finished`` status only after all sessions settle, so the
+  repaired rollout is in TransferQueue before the trainer can sample the group.
+* ``_run_agent_loop`` marks a session that fails before reaching the barrier, so the barrier
+  always opens: RGR never blocks the prompt's completion (a group with a failed session is left
+  untouched; verl marks it ``failure`` and the replay buffer drops it).
+
+What reaches the trainer, per row, in ``extra_fields``: ``reflected`` (True on the repaired row,
+False on its siblings) and ``rgr`` (the group's outcome record, the same on every row of the
+group; :func:`recipe.care.rgr.rgr_step_metrics` turns a batch's records into ``rgr/*`` metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+from typing import Any
+from uuid import uuid4
+
+import ray
+
+from recipe.care.rgr import (
+    RECORD_KEY,
+    REFLECTED_KEY,
+    GroupMember,
+    RepairedRollout,
+    RepairRequest,
+    RGRConfig,
+    RGROutcome,
+    RepairTokens,
+    ScoreResult,
+    reflect_group,
+)
+from recipe.care.verl_compat import require_verl_attr
+
+logger = logging.getLogger(__name__)
+
+# verl 0.9.1: verl/trainer/ppo/v1/agent_loop_tq.py (AgentLoopWorkerTQ is a @ray.remote actor class,
+# AgentLoopManagerTQ the v1 task runner's default manager).
+AgentLoopWorkerTQ, AgentLoopManagerTQ = require_verl_attr(
+    "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ", "AgentLoopManagerTQ"
+)
+
+__all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager", "rgr_config_of"]
+
+
+def rgr_config_of(config) -> RGRConfig:
+    """The ``care.rgr`` block of a full trainer config (defaults when absent)."""
+    care = config.get("care", None) if hasattr(config, "get") else None
+    block = care.get("rgr", None) if care is not None and hasattr(care, "get") else None
+    return RGRConfig.from_config(block)
+
+
+class _Group:
+    """Barrier for the n sessions of one training prompt, and what RGR needs from them."""
+
+    def __init__(self, uid: str, n: int):
+        self.uid, self.n = uid, int(n)
+        self.outputs: dict[Any, list] = {}  # session_id -> the session's outputs (scored)
+        self.kwargs: dict[Any, dict] = {}
+        self.failed: set = set()
+        self.sampling_params: dict | None = None
+        self.ready = asyncio.Event()
+
+    def _complete(self) -> bool:
+        return len(self.outputs) + len(self.failed) >= self.n
+
+    def arrive(self, session_id, outputs: list, kwargs: dict) -> bool:
+        """Deposit a scored session; True when this arrival completes the group."""
+        self.outputs[session_id], self.kwargs[session_id] = outputs, kwargs
+        return self._complete()
+
+    def fail(self, session_id) -> None:
+        """A session ended without arriving (error or cancellation): open the barrier if it was the last."""
+        if session_id in self.outputs or session_id in self.failed:
+            return
+        self.failed.add(session_id)
+        if self._complete():
+            self.ready.set()
+
+
+_GROUP: contextvars.ContextVar[_Group | None] = contextvars.ContextVar("care_rgr_group", default=None)
+
+
+class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
+    """verl 0.9.1 ``AgentLoopWorkerTQ`` plus RGR on every training group (see the module docstring)."""
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.rgr_config = rgr_config_of(config)
+        self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)
+        self.rgr_rng = random.Random(self.rgr_config.seed)
+        if self.rgr_config.enable and self.rgr_config.selector == "logprob" and not self.rollout_config.calculate_log_probs:
+            raise ValueError("care.rgr.selector=logprob needs actor_rollout_ref.rollout.calculate_log_probs=true")
+
+    # verl 0.9.1 AgentLoopWorkerTQ._run_prompt(prompt, sampling_params, trajectory, trace)
+    async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
+        if not self.rgr_config.enable or trajectory["validate"]:
+            return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        # verl pops __rollout_n__ inside _run_prompt; read it the same way without consuming it.
+        n = prompt.get("__rollout_n__", self.config.actor_rollout_ref.rollout.n)
+        token = _GROUP.set(_Group(prompt["uid"], n))
+        try:
+            return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        finally:
+            _GROUP.reset(token)
+
+    # verl 0.9.1 AgentLoopWorker._run_agent_loop(sampling_params, trajectory, *, agent_name, trace, **kwargs)
+    async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        group = _GROUP.get()
+        if group is None:
+            return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
+                                                 **kwargs)
+        group.sampling_params = sampling_params
+        try:
+            return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
+                                                 **kwargs)
+        finally:
+            group.fail(kwargs.get("session_id"))  # no-op for a session that reached the barrier
+
+    # verl 0.9.1 AgentLoopWorkerTQ._agent_loop_postprocess(output, validate, **kwargs)
+    async def _agent_loop_postprocess(self, output, validate, **kwargs) -> None:
+        group = _GROUP.get()
+        if group is None or validate:
+            return await super()._agent_loop_postprocess(output, validate, **kwargs)
+        outputs = list(output) if isinstance(output, list) else [output]
+        if outputs:
+            # verl's own scoring; its postprocess skips it later because reward_score is then set.
+            await self._compute_score(outputs, kwargs=kwargs)
+        session_id = kwargs["session_id"]
+        if group.arrive(session_id, outputs, kwargs):
+            try:
+                await self._reflect(group)
+            except Exception:  # RGR must never cost the group: keep the originals, count it
+                logger.exception("RGR failed on prompt %s; keeping the original rollouts", group.uid)
+                self._stamp(group, RGROutcome(reason="internal_error"), None)
+            finally:
+                group.ready.set()
+        else:
+            await group.ready.wait()
+        final = group.outputs[session_id]
+        return await super()._agent_loop_postprocess(final if isinstance(output, list) else final[0], validate,
+                                                     **kwargs)
+
+    # ------------------------------------------------------------------------------------------
+
+    async def _reflect(self, group: _Group) -> None:
+        sessions = sorted(group.outputs)
+        outcome = RGROutcome()
+        if group.failed:
+            outcome.reason = "incomplete_group"
+        elif any(len(group.outputs[s]) != 1 for s in sessions):
+            outcome.reason = "multi_output"  # multi-output agent loops: not a single rollout to repair
+        else:
+            finals = [group.outputs[s][0] for s in sessions]
+            outcome.rollout_tokens = sum(len(o.response_ids) for o in finals)
+            if any(o.reward_score is None for o in finals):
+                outcome.reason = "no_reward"  # rewards computed later (colocated reward model): cannot gate
+            else:
+                outcome = await self._reflect_scored(group, sessions, finals)
+        self._stamp(group, outcome, sessions[outcome.source] if outcome.repaired is not None else None)
+
+    async def _reflect_scored(self, group: _Group, sessions: list, finals: list) -> RGROutcome:
+        members = [
+            GroupMember(
+                prompt_ids=o.prompt_ids,
+                response_ids=o.response_ids,
+                response_mask=o.response_mask,
+                response_logprobs=o.response_logprobs,
+                acc=(o.extra_fields.get("reward_extra_info") or {}).get("acc"),
+                multi_modal_data=o.multi_modal_data,
+            )
+            for o in finals
+        ]
+
+        async def generate(request: RepairRequest):
+            source = finals[request.source]
+            mm = source.multi_modal_data or {}
+            params = {**(group.sampling_params or {}), **dict(self.rgr_config.sampling), "max_tokens": request.max_tokens}
+            return await self.llm_client.generate(
+                request_id=uuid4().hex,
+                prompt_ids=request.prompt_ids,
+                sampling_params=params,
+                image_data=mm.get("images"),
+                video_data=mm.get("videos"),
+                audio_data=mm.get("audios"),
+                mm_processor_output=getattr(source, "mm_processor_output", None),
+                mm_processor_kwargs=source.mm_processor_kwargs,
+            )
+
+        async def score(repaired: RepairedRollout) -> ScoreResult:
+            candidate = self._repaired_output(finals[repaired.source], repaired)
+            await self._compute_score([candidate], kwargs=group.kwargs[sessions[repaired.source]])
+            if candidate.reward_score is None:
+                raise RuntimeError("the reward loop returned no score for the repaired rollout")
+            return ScoreResult(candidate.reward_score, candidate.extra_fields.get("reward_extra_info") or {}, candidate)
+
+        result = await reflect_group(
+            members, generate, score, tokenizer=self.tokenizer, config=self.rgr_config, tokens=self.rgr_tokens,
+            response_length=self.rollout_config.response_length, rng=self.rgr_rng,
+        )
+        if result.outcome.repaired is not None:
+            group.outputs[sessions[result.outcome.source]] = [result.outcome.score.payload]
+        return result.outcome
+
+    @staticmethod
+    def _repaired_output(original, repaired: RepairedRollout):
+        """A new AgentLoopOutput: the original's fields, the repaired tokens, no score yet, flagged."""
+        generation = repaired.generation
+        gen_extra = dict(getattr(generation, "extra_fields", None) or {})
+        extra = {k: v for k, v in original.extra_fields.items() if k != "reward_extra_info"}
+        # The trajectory now spans the weights of both decodes (verl's staleness tags read these).
+        for key, pick in (("min_global_steps", min), ("max_global_steps", max)):
+            values = [v for v in (extra.get(key), gen_extra.get(key)) if v is not None]
+            if values:
+                extra[key] = pick(values)
+        extra[REFLECTED_KEY] = True
+        routed = getattr(generation, "routed_experts", None)
+        if original.routed_experts is not None and routed is None:
+            raise ValueError("the repair decode returned no routed experts but the rollout records them")
+        # Only fields the original set (as_dict dumps with exclude_unset) plus the replaced ones.
+        data = {name: getattr(original, name) for name in original.model_fields_set}
+        data.update(
+            response_ids=repaired.response_ids,
+            response_mask=repaired.response_mask,
+            response_logprobs=repaired.response_logprobs,
+            routed_experts=None if original.routed_experts is None
+            else routed[: len(repaired.prompt_ids) + len(repaired.response_ids)],
+            reward_score=None,
+            metrics=original.metrics.model_copy(),
+            extra_fields=extra,
+        )
+        if data["response_logprobs"] is None:
+            data.pop("response_logprobs")
+        return type(original)(**data)
+
+    @staticmethod
+    def _stamp(group: _Group, outcome: RGROutcome, repaired_session) -> None:
+        record = outcome.record(group.uid)
+        for session_id, outputs in group.outputs.items():
+            for out in outputs:
+                out.extra_fields[RECORD_KEY] = dict(record)
+                out.extra_fields[REFLECTED_KEY] = session_id == repaired_session and outcome.repaired is not None
+
+
+# Ray actor class, as verl's own AgentLoopWorkerTQ (verl/trainer/ppo/v1/agent_loop_tq.py).
+CareAgentLoopWorkerTQ = ray.remote(CareAgentLoopWorker)
+
+
+class CareAgentLoopManager(AgentLoopManagerTQ):
+    """verl 0.9.1 ``AgentLoopManagerTQ`` whose workers are :class:`CareAgentLoopWorker`.
+
+    Named by ``actor_rollout_ref.rollout.agent.agent_loop_manager_class``; verl's v1 task runner
+    builds it with ``create(config=..., llm_client=..., teacher_client=..., reward_loop_worker_handles=...)``.
+    """
+
+    def __init__(self, config, *args, **kwargs):
+        rgr_config_of(config)  # a bad care.rgr block fails here, on the driver, not in every worker
+        super().__init__(config, *args, **kwargs)
+        # AgentLoopManagerTQ.__init__ sets its own worker class before calling up; override after.
+        self.agent_loop_workers_class = CareAgentLoopWorkerTQ
