@@ -25,7 +25,8 @@ CONFIG_NAME = "care_trainer"
 # clip-higher 0.2/0.28, token-mean, no KL, dynamic sampling on `acc` (overlong reward shaping is
 # not applied: the reward is shared). GSPO: verl's gspo policy loss with its recipe's clip range
 # and seq-mean-token-mean aggregation, no KL.
-_BASELINE = ["trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo"]
+# RGR is off for baselines: its agent-loop manager is installed by the shared config.
+_BASELINE = ["trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo", "care.rgr.enable=false"]
 ALGO_OVERRIDES: dict[str, list[str]] = {
     "care": [],
     "grpo": [*_BASELINE],
@@ -127,6 +128,12 @@ def validate_care_config(config: DictConfig) -> None:
         problems.append("algorithm.rollout_correction.rollout_is / rollout_rs are not supported by the care_sync trainer")
     if config.critic.get("enable", None):
         problems.append("critic.enable must be false: CARE is critic-free")
+    try:
+        from recipe.care.rgr import RGRConfig
+
+        RGRConfig.from_config(config.care.get("rgr", None))
+    except (TypeError, ValueError) as exc:
+        problems.append(f"care.rgr: {exc}")
     if problems:
         raise CareConfigError("invalid CARE config:\n  - " + "\n  - ".join(problems))
 

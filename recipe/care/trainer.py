@@ -14,6 +14,8 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import ray
 import torch
@@ -23,6 +25,7 @@ from tensordict import TensorDict
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.rgr import rgr_step_metrics
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
 from recipe.care.verl_compat import require_verl_attr
@@ -34,9 +37,14 @@ register_trainer = require_verl_attr("verl.trainer.ppo.v1.trainer_base", "regist
 Role = require_verl_attr("verl.trainer.ppo.utils", "Role")
 response_to_nested = require_verl_attr("verl.workers.utils.padding", "response_to_nested")
 
+logger = logging.getLogger(__name__)
+
 TRAINER_NAME = "care_sync"
 ACC_KEY, FORMAT_KEY, REFLECTED_KEY = "acc", "format", "reflected"
-ADVANTAGE_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "responses", "extra_fields", THINK_EMB, "data_source"]
+DATA_SOURCE = "data_source"
+REQUIRED_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "responses", "extra_fields"]
+ADVANTAGE_FIELDS = [*REQUIRED_FIELDS, THINK_EMB, DATA_SOURCE]
+UNKNOWN_SOURCE = "unknown"
 _ACTOR_ROLES = ("Actor", "ActorRollout", "ActorRolloutRef")
 
 
@@ -84,18 +92,48 @@ def pool_masks_for(responses: torch.Tensor, response_mask: torch.Tensor, tokeniz
     return response_pool_mask(spans.think_mask, spans.has_think, response_mask).to(torch.int64)
 
 
+def fetch_data_sources(keys: list, partition_id: str) -> list:
+    """``data_source`` per key, ``None`` where a row has none.
+
+    TransferQueue 0.1.11's ``kv_batch_get`` silently leaves a field out of the whole result when
+    any requested row lacks it (no error), so one such row would hide every row's source. Halving
+    finds the rows that lack it with O(missing * log B) gets; only called when that happened.
+    """
+    data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=[DATA_SOURCE])
+    if DATA_SOURCE in data.keys():
+        return _column(data, DATA_SOURCE)
+    if len(keys) == 1:
+        return [None]
+    mid = len(keys) // 2
+    return fetch_data_sources(keys[:mid], partition_id) + fetch_data_sources(keys[mid:], partition_id)
+
+
 def compute_care_advantage_fields(
-    data: TensorDict, is_padding: np.ndarray, tokenizer, config: CareConfig, keys: list | None = None
+    data: TensorDict,
+    is_padding: np.ndarray,
+    tokenizer,
+    config: CareConfig,
+    keys: list | None = None,
+    data_source: list | None = None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
     Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
     Padding rows (``is_padding``) are left out of every group and get zero advantages.
+    ``data_source`` (one per row, ``None`` for a row without one) overrides the batch's column;
+    rows without a source are counted (``care/rows_without_data_source``) and reported as
+    ``unknown`` in the per-source metrics.
     """
     if THINK_EMB not in data.keys():
         raise KeyError(
             f"`{THINK_EMB}` is missing: the care_sync trainer takes it from the old-log-prob pass "
             f"(CareActorRolloutRefWorker); was algorithm.rollout_correction.bypass_mode enabled?"
+        )
+    missing = [f for f in REQUIRED_FIELDS if f not in data.keys()]
+    if missing:
+        raise KeyError(
+            f"the batch read from TransferQueue has no {missing}: TransferQueue leaves a field out of "
+            f"kv_batch_get when any row of the batch lacks it; every rollout row needs {REQUIRED_FIELDS}."
         )
     response_mask_nested = data["response_mask"]
     response_mask = _padded(response_mask_nested)
@@ -106,7 +144,11 @@ def compute_care_advantage_fields(
 
     uid = np.asarray(_column(data, "uid"), dtype=object)
     extra_fields = _column(data, "extra_fields")
-    sources = _column(data, "data_source") if "data_source" in data.keys() else ["unknown"] * batch
+    if data_source is None:
+        data_source = _column(data, DATA_SOURCE) if DATA_SOURCE in data.keys() else [None] * batch
+    if len(data_source) != batch:
+        raise ValueError(f"{len(data_source)} data sources for {batch} rows")
+    sources = [UNKNOWN_SOURCE if s is None else s for s in data_source]
     row_keys = [keys[i] for i in rows.tolist()] if keys else None
     acc, fmt, reflected = read_reward_info([extra_fields[i] for i in rows.tolist()], row_keys)
 
@@ -144,7 +186,11 @@ def compute_care_advantage_fields(
     metrics = care_advantage_metrics(seq_adv, token_adv, acc, info, k=config.k)
     metrics.update(data_source_metrics([sources[i] for i in rows.tolist()], acc, fmt))
     metrics["care/padding_rows"] = float((~real).sum())
+    metrics["care/rows_without_data_source"] = float(sum(data_source[i] is None for i in rows.tolist()))
     metrics["care/reflected_rows"] = float(reflected.sum())
+    # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
+    # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
+    metrics.update(rgr_step_metrics([(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]))
     fields = TensorDict(
         {
             "advantages": response_to_nested(advantages, response_mask_nested),
@@ -203,8 +249,15 @@ class CarePPOTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch, metrics):
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=ADVANTAGE_FIELDS)
         is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags], dtype=bool)
+        sources = None
+        if DATA_SOURCE not in data.keys():  # some row lacks it: TQ dropped the column for all
+            sources = fetch_data_sources(list(batch.keys), batch.partition_id)
+            logger.warning(
+                "%d of %d rows have no `%s`; reported as `%s`", sum(s is None for s in sources), len(sources),
+                DATA_SOURCE, UNKNOWN_SOURCE,
+            )
         fields, care_metrics = compute_care_advantage_fields(
-            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys)
+            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
