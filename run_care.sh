@@ -5,7 +5,7 @@
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #
 # Environment (defaults in brackets):
-#   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train.parquet, val.parquet)
+#   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
 #   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3]
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
@@ -28,13 +28,30 @@ PYTHON="${PYTHON:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 args=()
+dry_run=0
 for arg in "$@"; do
+  [[ "$arg" == "--dry-run" ]] && dry_run=1
   args+=("$arg")
 done
 
+# data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;
+# verl's RLHFDataset takes the list of shards.
+shopt -s nullglob
+train_shards=("$DATA_DIR"/train-*.parquet)
+shopt -u nullglob
+if ((${#train_shards[@]} == 0)); then
+  if ((dry_run == 0)); then
+    echo "run_care.sh: no training shards in $DATA_DIR (expected train-*.parquet)." >&2
+    echo "Build them first: python data_prep/build_mix.py --out $DATA_DIR   (or set DATA_DIR)" >&2
+    exit 2
+  fi
+  train_shards=("$DATA_DIR/train-00000.parquet")  # dry run: show where the shards would be read from
+fi
+TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
+
 exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
   actor_rollout_ref.model.path="$MODEL_PATH" \
-  data.train_files="$DATA_DIR/train.parquet" \
+  data.train_files="$TRAIN_FILES" \
   data.val_files="$DATA_DIR/val.parquet" \
   data.train_batch_size="$TRAIN_BATCH_SIZE" \
   actor_rollout_ref.rollout.n="$ROLLOUT_N" \
