@@ -18,27 +18,23 @@ to TransferQueue, exactly like ``log_probs``. Both layouts of the engine are han
 remove-padding ``[1, T, H]`` and padded ``[B, S, H]``). Ulysses sequence parallelism slices the
 packed sequence across ranks; pooling would need an all-gather, so SP > 1 is refused.
 
-``init_model`` also installs a small fix pinned to verl 0.9.1 for Qwen2(.5)-VL micro-batches
-without any image (:func:`install_qwen2_vl_text_only_fix`), which crash in verl otherwise.
+``init_model`` also makes sure :mod:`recipe.care.verl_fixes` is applied in this process (it is
+normally loaded in every verl process through ``VERL_USE_EXTERNAL_MODULES``).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-from importlib import metadata
-
 import torch
 
 from recipe.care.think_embedding import pool_think_embeddings, response_states_packed, response_states_padded
-from recipe.care.verl_compat import VERL_VERSION, require_verl_attr
+from recipe.care.verl_compat import require_verl_attr
+from recipe.care.verl_fixes import install_qwen2_vl_text_only_fix
 
 # Written against verl 0.9.1.
 ActorRolloutRefWorker = require_verl_attr("verl.workers.engine_workers", "ActorRolloutRefWorker")
 Dispatch, register = require_verl_attr("verl.single_controller.base.decorator", "Dispatch", "register")
 FSDPEngineWithLMHead = require_verl_attr("verl.workers.engine.fsdp.transformer_impl", "FSDPEngineWithLMHead")
 tu = require_verl_attr("verl.utils", "tensordict_utils")
-unpack_visual_output = require_verl_attr("verl.utils.transformers_compat", "unpack_visual_output")
 
 EMB_FLAG = "care_think_emb"  # non-tensor flag on the batch: return think embeddings
 POOL_MASK = "care_pool_mask"  # nested [B, response_len] 0/1: response positions pooled into h_i
@@ -133,58 +129,6 @@ class ThinkEmbeddingTap:
         self._handle.remove()
         self.engine.prepare_model_inputs = self._prepare_inputs
         self.engine.prepare_model_outputs = self._prepare_outputs
-
-
-def _pooled_visual_output(module, args, output):
-    return unpack_visual_output(output)[0]
-
-
-def _text_only_safe(get_input_embeds):
-    """Wrap verl's Qwen2-VL/Qwen2.5-VL ``_get_input_embeds`` so image-free micro-batches run.
-
-    verl 0.9.1 bug (verl/models/transformers/qwen2_vl.py:388-394): for a micro-batch without
-    images or videos it runs the vision tower on a dummy image, so that every FSDP rank joins the
-    vision tower's collectives, and adds ``0.0 * image_embeds.mean()``; with transformers >= 5
-    ``model.visual(...)`` returns a ``BaseModelOutputWithPooling`` and ``.mean()`` raises
-    AttributeError. The image and video branches above it unpack that output with verl's
-    ``unpack_visual_output``; only the dummy branch does not. Every Qwen2.5-VL run whose batch
-    holds a micro-batch of text-only rows (ViRL39K's DeepScaleR rows) crashes, on GPU as on CPU.
-    For those micro-batches only, a forward hook hands verl's code the pooled tensor it expects;
-    the dummy pass (and its zero contribution) is verl's own.
-    """
-
-    @functools.wraps(get_input_embeds)
-    def _get_input_embeds(model, input_ids, attention_mask=None, pixel_values=None, pixel_values_videos=None, *args, **kwargs):
-        if pixel_values is not None or pixel_values_videos is not None:
-            return get_input_embeds(model, input_ids, attention_mask, pixel_values, pixel_values_videos, *args, **kwargs)
-        handle = model.visual.register_forward_hook(_pooled_visual_output)
-        try:
-            return get_input_embeds(model, input_ids, attention_mask, pixel_values, pixel_values_videos, *args, **kwargs)
-        finally:
-            handle.remove()
-
-    _get_input_embeds.care_text_only_fix = True
-    return _get_input_embeds
-
-
-def install_qwen2_vl_text_only_fix() -> bool:
-    """Patch verl 0.9.1's Qwen2(.5)-VL input embedding for image-free micro-batches (see :func:`_text_only_safe`).
-
-    Pinned: only verl 0.9.1 is patched (another verl may have fixed it; its code must be re-read).
-    ``qwen2_vl_base_forward`` looks ``_get_input_embeds`` up in its module at call time, so
-    replacing the module attribute is enough. Returns whether the patch is in place.
-    """
-    try:
-        installed = metadata.version("verl")
-    except metadata.PackageNotFoundError:
-        return False
-    if installed != VERL_VERSION:
-        return False
-    module = "verl.models.transformers.qwen2_vl"
-    original = require_verl_attr(module, "_get_input_embeds")
-    if not getattr(original, "care_text_only_fix", False):
-        setattr(importlib.import_module(module), "_get_input_embeds", _text_only_safe(original))
-    return True
 
 
 class CareActorRolloutRefWorker(ActorRolloutRefWorker):

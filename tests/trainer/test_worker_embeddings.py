@@ -29,7 +29,7 @@ def test_qwen25vl_think_embeddings_match_transformers_padded(run_probe):
     (reordered and restored) micro-batches. The image-free micro-batch needs the recipe's pinned
     fix for a verl 0.9.1 bug: verl/models/transformers/qwen2_vl.py:393-394 calls ``.mean()`` on
     the vision tower's transformers-5 ``BaseModelOutputWithPooling`` (AttributeError on any
-    device; see ``recipe.care.worker.install_qwen2_vl_text_only_fix``).
+    device; see ``recipe.care.verl_fixes.install_qwen2_vl_text_only_fix``).
     """
     r = run_probe("--model", "qwen25vl", "--layout", "padded")
     assert r["image_rows"] == [1, 1, 1, 0, 0, 0]
@@ -86,7 +86,7 @@ def test_verl_qwen2_vl_text_only_bug_and_pinned_fix(monkeypatch):
 
     import verl.models.transformers.qwen2_vl as verl_qwen2_vl
     from recipe.care.tiny_models import tiny_qwen25_vl_dir
-    from recipe.care.worker import _text_only_safe, install_qwen2_vl_text_only_fix
+    from recipe.care.verl_fixes import _text_only_safe, install_qwen2_vl_text_only_fix
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tiny_qwen25_vl_dir()), dtype=torch.float32).model
     ids = torch.tensor([[151644, 872, 198, 3838, 374, 220, 17, 10, 17, 30, 151645]])
@@ -105,3 +105,23 @@ def test_verl_qwen2_vl_text_only_bug_and_pinned_fix(monkeypatch):
     monkeypatch.setattr(verl_qwen2_vl, "_get_input_embeds", original)
     assert install_qwen2_vl_text_only_fix() and install_qwen2_vl_text_only_fix()
     assert verl_qwen2_vl._get_input_embeds.__wrapped__ is original
+
+
+@pytest.mark.parametrize("algo", ["care", "grpo", "dapo", "gspo"])
+def test_every_algo_loads_the_verl_fixes_in_every_verl_process(algo):
+    """Baselines use verl's stock worker, so the fix must come from the process-wide module list."""
+    import subprocess
+    import sys
+
+    from recipe.care.main_care import compose_config
+
+    config = compose_config([], algo=algo)
+    modules = config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES
+    assert "recipe.care.verl_fixes" in modules.split(",")
+    if algo != "care":
+        return  # one fresh interpreter is enough to show the env var applies the fix
+    code = "import verl, verl.models.transformers.qwen2_vl as m; print(getattr(m._get_input_embeds, 'care_text_only_fix', False))"
+    env = {**__import__("os").environ, "VERL_USE_EXTERNAL_MODULES": modules}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"
