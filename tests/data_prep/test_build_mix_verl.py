@@ -32,8 +32,10 @@ def test_rlhf_dataset_loads_every_row_with_matching_images_and_placeholders(buil
     files = sorted(glob.glob(os.path.join(built_mix["out"], "train-*.parquet"))) + [
         os.path.join(built_mix["out"], "val.parquet")]
     expected = [row for path in files for row in pq.read_table(path).to_pylist()]
+    # workers=0 runs verl's filter in this process: datasets>=5 forks a pool even for num_proc=1, and
+    # a fork after torch's OpenMP pool has started (earlier tests in the same pytest) deadlocks.
     config = OmegaConf.create({"prompt_key": "prompt", "image_key": "images", "max_prompt_length": 16384,
-                               "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1,
+                               "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 0,
                                "cache_dir": str(tmp_path / "verl_cache")})
     dataset = RLHFDataset(files, tokenizer, config, processor=processor)
     # verl's overlong filter runs the full processor on every row and drops rows that raise:
