@@ -3,11 +3,13 @@
 #
 #   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
+#   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
+#                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
 #
 # Environment (defaults in brackets):
 #   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
-#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3]
+#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3, or .venv-ci/bin/python]
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
 set -euo pipefail
@@ -23,16 +25,38 @@ TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-128}"
 ROLLOUT_N="${ROLLOUT_N:-8}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
 LOGGER="${LOGGER:-[\"console\",\"wandb\"]}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
+# Interpreter: $PYTHON, else python3 when it has the recipe installed, else the virtualenv that
+# `bash .ci/run` builds (so the README's two commands work in that order on a fresh machine).
+if [[ -z "$PYTHON" ]]; then
+  PYTHON=python3
+  if ! python3 -c "import recipe.care" >/dev/null 2>&1 && [[ -x .venv-ci/bin/python ]]; then
+    PYTHON=.venv-ci/bin/python
+    echo "run_care.sh: using $PYTHON (python3 has no care-verl installed)" >&2
+  fi
+fi
+
 args=()
 dry_run=0
+smoke=0
 for arg in "$@"; do
+  if [[ "$arg" == "--smoke" ]]; then
+    smoke=1
+    continue
+  fi
   [[ "$arg" == "--dry-run" ]] && dry_run=1
   args+=("$arg")
 done
+
+if ((smoke == 1)); then
+  # The embedded default (recipe/care/smoke.py): builds the tiny model and data offline, then runs
+  # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
+  # Remaining key=value arguments are verl/CARE overrides for those runs.
+  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" "${args[@]}"
+fi
 
 # data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;
 # verl's RLHFDataset takes the list of shards.

@@ -1,27 +1,34 @@
-"""Test-only CPU platform for verl 0.9.1: device ``cpu``, collectives on gloo, sdpa attention.
+"""CPU platform for verl 0.9.1: device ``cpu``, collectives on gloo, sdpa attention, CPU rollout.
 
 verl 0.9.1 registers only NVIDIA, Ascend and AMD platforms and registers its FSDP engines for
-cuda/npu only, so its real training engine cannot be built on a machine without an accelerator.
-This plugin adds what is missing, through verl's own plugin mechanism, and only when asked for:
+cuda/npu only, so its real trainer cannot run on a machine without an accelerator. This plugin adds
+what is missing, through verl's own plugin mechanism, and only when asked for:
 
-    VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=recipe.care.cpu python ...
+    VERL_PLATFORM=cpu VERL_USE_EXTERNAL_MODULES=recipe.care.cpu python -m recipe.care.main_care ...
 
-(``VERL_USE_EXTERNAL_MODULES`` makes every verl process, Ray workers included, import this module
-while ``import verl`` runs, before anything resolves the platform.) Importing it without
-``VERL_PLATFORM=cpu`` registers the platform class and does nothing else. In-process tests can call
-:func:`install` directly before anything imports ``verl.workers``.
+``VERL_USE_EXTERNAL_MODULES`` makes every verl process import this module while ``import verl``
+runs (verl/__init__.py:49), before anything resolves the platform; for Ray workers both variables
+must also be in ``ray_kwargs.ray_init.runtime_env.env_vars`` (``recipe.care.smoke`` sets them).
+Importing it without ``VERL_PLATFORM=cpu`` registers the platform class and does nothing else.
+In-process tests can call :func:`install` directly before anything imports ``verl.workers``.
 
-What it changes (written against verl 0.9.1):
+What :func:`install` changes (written against verl 0.9.1):
 - ``PlatformRegistry.register(platform="cpu")``: device ``cpu``, backend ``gloo``, Ray resource
   ``CPU``, and :class:`_NoAccelerator` standing in for ``torch.cuda`` (no-op memory/seed calls);
 - ``EngineRegistry.register(language_model/value_model, fsdp/fsdp2, device="cpu")`` for verl's own
   FSDP engine classes (registered once: a second registration asserts inside verl);
 - ``initialize_global_process_group_ray`` builds ``cpu:gloo,<device>:<backend>``
   (verl/utils/distributed.py:89), a duplicate ``cpu`` entry on this platform: wrapped to use ``gloo``;
+- forward-only FSDP2 engines (the reference policy) get ``CPUOffloadPolicy(pin_memory=True)``
+  (transformer_impl.py:462); pinning needs a CUDA driver, so the policy is made unpinned;
+- ``ResourcePoolManager._check_resource_available`` counts only GPU/NPU node resources
+  (single_controller/ray/base.py:227) although the pools ask for the platform's resource: counts CPUs;
+- ``rollout.name=hf_cpu``: transformers generation behind verl's rollout replica interface
+  (:mod:`recipe.care.cpu.rollout`);
 - attention: verl's HF model config defaults to flash-attention 2
   (verl/workers/config/model.py:185); :data:`CPU_CONFIG_OVERRIDES` gives the override to pass.
-Issue 7 (the CPU end-to-end run) reuses this module.
 """
+
 
 from __future__ import annotations
 
@@ -67,6 +74,11 @@ class _NoAccelerator(SimpleNamespace):
     @staticmethod
     def device_count() -> int:
         return 1
+
+    @staticmethod
+    def get_device_name(*args, **kwargs) -> str:
+        # verl's flops counter looks this up in its table (unknown -> inf promised FLOPS, MFU 0).
+        return "CPU"
 
     @staticmethod
     def mem_get_info(*args, **kwargs):
@@ -170,6 +182,29 @@ def _gloo_process_group(original):
     return initialize_global_process_group_ray
 
 
+def _unpinned(policy_cls):
+    class UnpinnedCPUOffloadPolicy(policy_cls):
+        _care_unpinned = True
+
+        def __init__(self, pin_memory: bool = False):
+            super().__init__(pin_memory=False)
+
+    return UnpinnedCPUOffloadPolicy
+
+
+def _check_cpus_available(original):
+    def _check_resource_available(self):
+        import ray
+
+        available = sum(node.get("CPU", 0) for node in ray._private.state.available_resources_per_node().values())
+        wanted = sum(n for process_on_nodes in self.resource_pool_spec.values() for n in process_on_nodes)
+        if available < wanted:
+            raise ValueError(f"Ray has {available} logical CPUs available, fewer than the {wanted} workers asked for")
+
+    _check_resource_available.__wrapped__ = original
+    return _check_resource_available
+
+
 def install() -> None:
     """Make this process run verl on CPU: platform, engine registration, gloo process groups.
 
@@ -200,6 +235,25 @@ def install() -> None:
         current = module.initialize_global_process_group_ray
         if not hasattr(current, "__wrapped__"):
             module.initialize_global_process_group_ray = _gloo_process_group(current)
+
+    # verl 0.9.1 transformer_impl.py:462 gives forward-only engines (the reference policy)
+    # CPUOffloadPolicy(pin_memory=True); pinning needs a CUDA driver. On CPU nothing is pinned.
+    impl = __import__("verl.workers.engine.fsdp.transformer_impl", fromlist=["CPUOffloadPolicy"])
+    if impl.CPUOffloadPolicy is not None and not getattr(impl.CPUOffloadPolicy, "_care_unpinned", False):
+        impl.CPUOffloadPolicy = _unpinned(impl.CPUOffloadPolicy)
+
+    # verl 0.9.1 single_controller/ray/base.py:227 counts only "GPU"/"NPU" node resources before it
+    # places the pools (whose bundles ask for this platform's resource, "CPU"): count CPUs here.
+    ResourcePoolManager = require_verl_attr("verl.single_controller.ray.base", "ResourcePoolManager")
+    if not hasattr(ResourcePoolManager._check_resource_available, "__wrapped__"):
+        ResourcePoolManager._check_resource_available = _check_cpus_available(
+            ResourcePoolManager._check_resource_available
+        )
+
+    # rollout.name=hf_cpu: transformers generation behind verl's replica/adapter interface.
+    from recipe.care.cpu.rollout import register as register_cpu_rollout
+
+    register_cpu_rollout()
     _INSTALLED = True
 
 
