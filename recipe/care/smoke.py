@@ -230,11 +230,19 @@ def rgr_available() -> bool:
     return (REPO / "recipe" / "care" / "config" / "rgr.yaml").exists()
 
 
+def external_modules() -> str:
+    """The CPU plugin plus the modules the CARE config loads in every verl process (one source of truth)."""
+    from recipe.care.main_care import compose_config
+
+    recipe_modules = str(compose_config([]).ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES)
+    return ",".join(["recipe.care.cpu", *recipe_modules.split(",")])
+
+
 def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
                   save_step: int) -> list[str]:
     from recipe.care.cpu import CPU_CONFIG_OVERRIDES
 
-    external = "recipe.care.cpu,recipe.care.reward_manager,recipe.care.adv_estimator"
+    external = external_modules()
     overrides = [
         *CPU_CONFIG_OVERRIDES,
         f"actor_rollout_ref.model.path={model}",
@@ -298,7 +306,7 @@ def job_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "VERL_PLATFORM": "cpu",
-        "VERL_USE_EXTERNAL_MODULES": "recipe.care.cpu,recipe.care.reward_manager,recipe.care.adv_estimator",
+        "VERL_USE_EXTERNAL_MODULES": external_modules(),
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "0",
