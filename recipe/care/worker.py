@@ -45,6 +45,17 @@ class ThinkEmbeddingUnsupported(RuntimeError):
     pass
 
 
+def refuse_sequence_parallel(engine) -> None:
+    """Ulysses SP slices each packed sequence across ranks; pooling a think span would need an all-gather."""
+    sp = getattr(engine, "ulysses_sequence_parallel_size", 1)
+    if sp > 1:
+        raise ThinkEmbeddingUnsupported(
+            f"CARE takes think embeddings from the actor's old-log-prob pass, which does not support "
+            f"Ulysses sequence parallelism yet (ulysses_sequence_parallel_size={sp}); set "
+            f"actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=1."
+        )
+
+
 def find_final_norm(module: torch.nn.Module) -> torch.nn.Module:
     """The decoder's final norm of an HF causal LM / VLM, through FSDP1/PEFT wrappers."""
     model = module
@@ -93,12 +104,7 @@ class ThinkEmbeddingTap:
         self.armed = bool(tu.get_non_tensor_data(data=micro_batch, key=EMB_FLAG, default=False))
         self.hidden = None
         if self.armed:
-            sp = getattr(self.engine, "ulysses_sequence_parallel_size", 1)
-            if sp > 1:
-                raise ThinkEmbeddingUnsupported(
-                    f"CARE think embeddings do not support Ulysses sequence parallelism yet "
-                    f"(ulysses_sequence_parallel_size={sp}); set actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=1."
-                )
+            refuse_sequence_parallel(self.engine)
             if POOL_MASK not in micro_batch.keys():
                 raise KeyError(f"`{EMB_FLAG}` is set but the batch has no `{POOL_MASK}` field (the CARE trainer writes it).")
         return self._prepare_inputs(micro_batch)
@@ -141,10 +147,5 @@ class CareActorRolloutRefWorker(ActorRolloutRefWorker):
         super().init_model()
         self.think_embedding_tap = None
         if self.actor is not None:
-            sp = getattr(self.actor.engine, "ulysses_sequence_parallel_size", 1)
-            if sp > 1:
-                raise ThinkEmbeddingUnsupported(
-                    f"CARE takes think embeddings from the actor's old-log-prob pass, which does not support "
-                    f"Ulysses sequence parallelism yet (ulysses_sequence_parallel_size={sp}); set actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=1."
-                )
+            refuse_sequence_parallel(self.actor.engine)
             self.think_embedding_tap = ThinkEmbeddingTap(self.actor.engine)

@@ -49,3 +49,14 @@ def test_layout_mismatch_is_a_clear_error():
         response_states_packed(torch.zeros(10, 4), torch.tensor([3]), torch.tensor([4]))
     with pytest.raises(ValueError, match="expected"):
         response_states_packed(torch.zeros(2, 4), torch.tensor([3]), torch.tensor([1]))
+
+
+def test_sequence_parallel_is_refused_with_the_setting_to_change():
+    from types import SimpleNamespace
+
+    from recipe.care.worker import ThinkEmbeddingUnsupported, refuse_sequence_parallel
+
+    refuse_sequence_parallel(SimpleNamespace(ulysses_sequence_parallel_size=1))
+    refuse_sequence_parallel(SimpleNamespace())  # engines without the attribute run SP = 1
+    with pytest.raises(ThinkEmbeddingUnsupported, match=r"ulysses_sequence_parallel_size=1"):
+        refuse_sequence_parallel(SimpleNamespace(ulysses_sequence_parallel_size=2))
