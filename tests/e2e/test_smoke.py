@@ -75,15 +75,25 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     for record in records:
         for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/advantages/mean"):
             finite(record, key)
-        # CARE's diagnostics reach verl's metrics dict every step.
-        for key in ("care/groups/count", "care/rescue_rate", "care/variance_ratio", "care/acc", "care/subgroup_frac"):
-            assert key in record["data"], f"step {record['step']} lacks {key}"
+        # CARE's diagnostics reach verl's metrics dict every step. Some are defined only for the
+        # groups a step happens to have (sampling differs between machines): the variance ratio and
+        # the mechanism signature need a mixed group, the rescue rate an all-wrong one.
+        for key in ("care/groups/count", "care/acc", "care/subgroup_frac", "care/failure_signal_share",
+                    "care/groups/mixed_frac", "care/groups/all_wrong_frac", "care/k_prime/0"):
+            finite(record, key)
+        if finite(record, "care/groups/mixed_frac") > 0:
+            finite(record, "care/variance_ratio")
+            assert any(k.startswith("care/signature/kp") for k in record["data"]), f"step {record['step']}"
+        else:
+            assert "care/variance_ratio" not in record["data"], "a ratio without a mixed group is made up"
+        if finite(record, "care/groups/all_wrong_frac") > 0:
+            finite(record, "care/rescue_rate")
         assert finite(record, "care/groups/count") == 4  # train_batch_size prompts, no padding groups lost
         assert_sampler_is_the_policy(record)
 
     # The warm-up makes the reward visible: some groups take the anchored path or the rescue.
     anchored = sum(finite(r, "care/groups/mixed_frac") for r in records)
-    rescued = sum(finite(r, "care/groups/all_wrong_frac") * finite(r, "care/rescue_rate") for r in records)
+    rescued = sum(finite(r, "care/groups/all_wrong_frac") * r["data"].get("care/rescue_rate", 0.0) for r in records)
     assert anchored + rescued > 0, "no group took CARE's anchored path or the rescue"
     assert sum(finite(r, "care/acc") for r in records) > 0, "the reward never fired: nothing to learn from"
 
@@ -91,7 +101,9 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     for record in records:
         eligible, triggered = finite(record, "rgr/eligible"), finite(record, "rgr/triggered")
         assert triggered == eligible, f"step {record['step']}: {triggered} repairs for {eligible} eligible groups"
-        assert eligible == finite(record, "care/groups/mixed_frac") * 4
+        # A successful repair replaces a failure and can leave a mixed group all correct.
+        mixed = finite(record, "care/groups/mixed_frac") * 4
+        assert mixed <= eligible <= mixed + finite(record, "rgr/success"), f"step {record['step']}"
     assert sum(finite(r, "rgr/eligible") for r in records) > 0
 
 
