@@ -21,7 +21,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
 CONFIG_NAME = "care_trainer"
 
 # Baselines for A/B runs: same data, reward, model, batch sizes and budget; only the algorithm
-# keys change. GRPO: verl's grpo estimator on the same KL loss and clip range as CARE. DAPO:
+# keys change. GRPO: verl's grpo estimator on the same KL loss and clip range as CARE (and the
+# same vanilla_clip_by_sign loss: verl's vanilla loss plus the clip split by sign). DAPO:
 # clip-higher 0.2/0.28, token-mean, no KL, dynamic sampling on `acc` (overlong reward shaping is
 # not applied: the reward is shared). GSPO: verl's gspo policy loss with its recipe's clip range
 # and seq-mean-token-mean aggregation, no KL.
@@ -154,12 +155,36 @@ def to_verl_dataclasses(config: DictConfig) -> dict:
     }
 
 
+def validate_policy_loss(config: DictConfig) -> None:
+    """The actor's ``policy_loss.loss_mode`` must be registered where the loss runs, the actor workers.
+
+    verl looks the name up only at the first actor update, inside a Ray worker; checked here, an
+    unknown name or a config that no longer loads ``recipe.care.policy_loss`` in the workers is a
+    start-up error instead.
+    """
+    from recipe.care.policy_loss import CLIP_BY_SIGN_LOSS
+
+    registry = require_verl_attr("verl.trainer.ppo.core_algos", "POLICY_LOSS_REGISTRY")
+    mode = config.actor_rollout_ref.actor.get("policy_loss", {}).get("loss_mode", "vanilla")
+    if mode not in registry:
+        raise CareConfigError(f"unknown actor_rollout_ref.actor.policy_loss.loss_mode={mode!r}; "
+                              f"registered: {', '.join(sorted(registry))}")
+    env = config.get("ray_kwargs", {}).get("ray_init", {}).get("runtime_env", {}).get("env_vars", {}) or {}
+    worker_modules = str(env.get("VERL_USE_EXTERNAL_MODULES", "")).split(",")
+    if mode == CLIP_BY_SIGN_LOSS and "recipe.care.policy_loss" not in worker_modules:
+        raise CareConfigError(
+            f"policy_loss.loss_mode={CLIP_BY_SIGN_LOSS} is registered by recipe.care.policy_loss, which "
+            "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES must list so the actor "
+            "workers load it (or use loss_mode=vanilla: the same loss without the clip split)")
+
+
 def validate(config: DictConfig) -> None:
     """verl's own start-up validation (as verl.trainer.main_ppo.main does) plus CARE's checks."""
     need_critic, need_reference_policy = require_verl_attr("verl.trainer.ppo.utils", "need_critic", "need_reference_policy")
     validate_config = require_verl_attr("verl.utils.config", "validate_config")
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     validate_care_config(config)
+    validate_policy_loss(config)
     to_verl_dataclasses(config)
 
 

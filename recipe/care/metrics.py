@@ -118,3 +118,36 @@ def data_source_metrics(data_source: Sequence[str], acc: torch.Tensor, fmt: torc
         if fmt is not None:
             metrics[f"care/format/{source}"] = float(torch.as_tensor(fmt).float()[rows].mean())
     return metrics
+
+
+def clip_fraction_by_sign(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+) -> dict[str, float]:
+    """Section 8's clip fraction split by advantage sign, for the token-level PPO clip.
+
+    All tensors [B, L]; fractions are of all response tokens, so ``pos + neg`` equals verl's
+    ``actor/pg_clipfrac`` for the vanilla loss (a token is clipped when the clip term is the larger
+    loss: ratio > 1 + clip_high with A > 0, ratio < 1 − clip_low with A < 0). Shares of the tokens
+    whose advantage has that sign are ``clipfrac / token_frac``. Fractions of all tokens rather
+    than of each sign's tokens keep every micro-batch's value defined (a micro-batch may hold no
+    negative token), which verl's per-micro-batch MEAN aggregation needs.
+    """
+    mask = response_mask.bool()
+    n_tokens = mask.sum().clamp_min(1).float()
+    # The same ratio as verl's vanilla loss (log-ratio clamped to [-20, 20] before exp).
+    ratio = torch.exp(torch.clamp(log_prob.detach() - old_log_prob, -20.0, 20.0))
+    pos = mask & (advantages > 0)
+    neg = mask & (advantages < 0)
+    clipped_pos = pos & (ratio > 1.0 + clip_high)
+    clipped_neg = neg & (ratio < 1.0 - clip_low)
+    return {
+        "actor/pg_clipfrac/pos_adv": float(clipped_pos.sum() / n_tokens),
+        "actor/pg_clipfrac/neg_adv": float(clipped_neg.sum() / n_tokens),
+        "actor/token_frac/pos_adv": float(pos.sum() / n_tokens),
+        "actor/token_frac/neg_adv": float(neg.sum() / n_tokens),
+    }

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages
-from recipe.care.metrics import care_advantage_metrics
+from recipe.care.metrics import care_advantage_metrics, clip_fraction_by_sign
 from tests.core.test_core_algos import make_batch
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,3 +53,29 @@ def test_all_correct_step_reports_group_mix_only():
     assert metrics["care/failure_signal_share"] == 0.0 and metrics["care/subgroup_frac"] == 0.0
     assert "care/rescue_rate" not in metrics and "care/variance_ratio" not in metrics
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+# ------------------------------------------------------------------ clip fraction by advantage sign
+
+
+def test_clip_split_counts_each_side_of_the_clip_range():
+    # ratios e^(Δ) per token; clip range [1 - 0.2, 1 + 0.3]
+    ratio = torch.tensor([[1.5, 1.1, 0.7, 0.9, 1.5, 0.5]])
+    adv = torch.tensor([[1.0, 1.0, -1.0, -1.0, -1.0, 0.0]])
+    mask = torch.ones_like(adv, dtype=torch.bool)
+    old = torch.zeros_like(adv)
+    m = clip_fraction_by_sign(old, ratio.log(), adv, mask, clip_low=0.2, clip_high=0.3)
+    # A>0 clipped only above 1.3 (token 0); A<0 only below 0.8 (token 2); A=0 never
+    assert m["actor/pg_clipfrac/pos_adv"] == pytest.approx(1 / 6)
+    assert m["actor/pg_clipfrac/neg_adv"] == pytest.approx(1 / 6)
+    assert m["actor/token_frac/pos_adv"] == pytest.approx(2 / 6)
+    assert m["actor/token_frac/neg_adv"] == pytest.approx(3 / 6)
+
+    masked = clip_fraction_by_sign(old, ratio.log(), adv, torch.tensor([[0, 1, 1, 1, 1, 1]]), 0.2, 0.3)
+    assert masked["actor/pg_clipfrac/pos_adv"] == 0.0 and masked["actor/pg_clipfrac/neg_adv"] == pytest.approx(1 / 5)
+
+
+def test_clip_split_of_an_empty_micro_batch_is_zero_not_nan():
+    z = torch.zeros(2, 3)
+    m = clip_fraction_by_sign(z, z, z, z.bool(), 0.2, 0.2)
+    assert set(m.values()) == {0.0}

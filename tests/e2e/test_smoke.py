@@ -59,6 +59,13 @@ def assert_sampler_is_the_policy(record: dict) -> None:
     assert diff < 1e-2, f"step {record['step']}: rollout and actor probabilities differ by up to {diff}"
 
 
+def assert_clip_split_by_sign(record: dict) -> None:
+    """The actor's loss (vanilla_clip_by_sign, recipe/care/policy_loss.py) ran in the Ray workers."""
+    split = finite(record, "actor/pg_clipfrac/pos_adv") + finite(record, "actor/pg_clipfrac/neg_adv")
+    assert split == pytest.approx(finite(record, "actor/pg_clipfrac"), abs=1e-6), f"step {record['step']}"
+    assert 0 <= finite(record, "actor/token_frac/pos_adv") + finite(record, "actor/token_frac/neg_adv") <= 1
+
+
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     run_smoke(workdir, "--algo", "care", "--steps", "3")
@@ -90,6 +97,7 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
             finite(record, "care/rescue_rate")
         assert finite(record, "care/groups/count") == 4  # train_batch_size prompts, no padding groups lost
         assert_sampler_is_the_policy(record)
+        assert_clip_split_by_sign(record)
 
     # The warm-up makes the reward visible: some groups take the anchored path or the rescue.
     anchored = sum(finite(r, "care/groups/mixed_frac") for r in records)
@@ -117,4 +125,5 @@ def test_grpo_baseline_runs_the_same_way(workdir):
         finite(record, "actor/pg_loss")
         finite(record, "critic/advantages/mean")
         assert_sampler_is_the_policy(record)
+        assert_clip_split_by_sign(record)  # the same diagnostics for the baseline
         assert not any(k.startswith("care/") for k in record["data"]), "GRPO must not run CARE's advantage step"
