@@ -1,0 +1,88 @@
+"""How many supervised warm-up steps the smoke run's tiny model needs (recipe/care/smoke.py WARMUP_STEPS).
+
+For each warm-up length: warm up the tiny Qwen2.5-VL on the smoke's training prompts (the same
+``warm_up`` the smoke run calls), sample ``n`` answers per prompt at temperature 1 with plain
+transformers, score them with the real verifiers, and print the accuracy and the share of groups
+that are mixed / all-wrong / all-correct (CARE's anchored path needs mixed groups, the rescue
+all-wrong ones). Too little warm-up leaves steps without any mixed group; too much leaves no
+all-wrong group and no rescue to see.
+
+    python benchmarks/smoke_warmup_accuracy.py --steps 100 200 300   # ~2 min per length on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def prompt_of(row: dict, processor):
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(image["bytes"])).convert("RGB") for image in row["images"]]
+    content = []
+    for i, part in enumerate(row["prompt"][-1]["content"].split("<image>")):
+        if i:
+            content.append({"type": "image"})
+        if part:
+            content.append({"type": "text", "text": part})
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    return processor(text=[text], images=images, return_tensors="pt")
+
+
+def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -> list[list[int]]:
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from recipe.care.smoke import MAX_RESPONSE
+    from verifiers import verify
+
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    torch.manual_seed(seed)
+    groups = []
+    rows = [row for path in train_files for row in pq.read_table(path).to_pylist()]
+    for row in rows:
+        enc = prompt_of(row, processor)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=MAX_RESPONSE, num_return_sequences=n)
+        texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        groups.append([verify(row["data_source"], t, row["reward_model"]["ground_truth"])["acc"] for t in texts])
+    return groups
+
+
+def main() -> int:
+    from recipe.care import smoke
+    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, smoke.WARMUP_STEPS, 300])
+    parser.add_argument("--n", type=int, default=smoke.ROLLOUT_N, help="answers sampled per prompt")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", default=None, help="reuse a smoke workdir (data and warmed models)")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="care-warmup-"))
+    files = smoke.build_data(workdir, tiny_qwen25_vl_dir(), sys.executable)
+    train = files[:-1]
+    print(f"{'warm-up steps':>13} {'accuracy':>9} {'mixed':>6} {'all-wrong':>9} {'all-correct':>11}")
+    for steps in args.steps:
+        model_dir = smoke.build_model(workdir, train, steps)
+        groups = group_accuracy(model_dir, train, args.n, args.seed)
+        flat = [a for g in groups for a in g]
+        share = lambda pred: sum(map(pred, groups)) / len(groups)  # noqa: E731
+        print(f"{steps:>13} {sum(flat) / len(flat):>9.2f} {share(lambda g: 0 < sum(g) < len(g)):>6.2f} "
+              f"{share(lambda g: sum(g) == 0):>9.2f} {share(lambda g: sum(g) == len(g)):>11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
