@@ -13,7 +13,6 @@ all-wrong group and no rescue to see.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -22,26 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def prompt_of(row: dict, processor):
-    from PIL import Image
-
-    images = [Image.open(io.BytesIO(image["bytes"])).convert("RGB") for image in row["images"]]
-    content = []
-    for i, part in enumerate(row["prompt"][-1]["content"].split("<image>")):
-        if i:
-            content.append({"type": "image"})
-        if part:
-            content.append({"type": "text", "text": part})
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
-    return processor(text=[text], images=images, return_tensors="pt")
-
-
 def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -> list[list[int]]:
     import pyarrow.parquet as pq
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from recipe.care.smoke import MAX_RESPONSE
+    from recipe.care.smoke import MAX_RESPONSE, chat_prompt
     from verifiers import verify
 
     processor = AutoProcessor.from_pretrained(str(model_dir))
@@ -50,7 +35,8 @@ def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -
     groups = []
     rows = [row for path in train_files for row in pq.read_table(path).to_pylist()]
     for row in rows:
-        enc = prompt_of(row, processor)
+        prompt, images = chat_prompt(row, processor)
+        enc = processor(text=[prompt], images=images, return_tensors="pt")
         with torch.no_grad():
             out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                                  max_new_tokens=MAX_RESPONSE, num_return_sequences=n)

@@ -154,24 +154,29 @@ def _ground_truth(row: dict) -> str:
     return str(gt[0] if isinstance(gt, (list, tuple)) else gt)
 
 
+def chat_prompt(row: dict, processor) -> tuple[str, list]:
+    """A verl parquet row -> (chat-templated prompt text with one image slot per ``<image>``, images)."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row["images"]]
+    content = []
+    for i, part in enumerate(row["prompt"][-1]["content"].split("<image>")):
+        if i:
+            content.append({"type": "image"})
+        if part:
+            content.append({"type": "text", "text": part})
+    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                           tokenize=False)
+    return prompt, images
+
+
 def _warmup_examples(parquet_files: list[str], processor) -> list[dict]:
     import pyarrow.parquet as pq
-    from PIL import Image
 
     examples = []
     for path in parquet_files:
         for row in pq.read_table(path).to_pylist():
-            images = [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row["images"]]
-            text = row["prompt"][-1]["content"]
-            parts = text.split("<image>")
-            content = []
-            for i, part in enumerate(parts):
-                if i:
-                    content.append({"type": "image"})
-                if part:
-                    content.append({"type": "text", "text": part})
-            prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                                   tokenize=False)
+            prompt, images = chat_prompt(row, processor)
             response = ANSWER_FORMAT.format(reason=" count ", answer=_ground_truth(row)) + "<|im_end|>"
             examples.append({"prompt": prompt, "response": response, "images": images})
     return examples
