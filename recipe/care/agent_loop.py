@@ -113,6 +113,8 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         self.rgr_config = rgr_config_of(config)
         self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)
         self.rgr_rng = random.Random(self.rgr_config.seed)
+        # The lexical selector picks its anchor by section 2.1's rule, with the trainer's empty-span rule.
+        self.empty_span = (config.get("care", None) or {}).get("empty_span", "missing")
         if self.rgr_config.enable and self.rgr_config.selector == "logprob" and not self.rollout_config.calculate_log_probs:
             raise ValueError("care.rgr.selector=logprob needs actor_rollout_ref.rollout.calculate_log_probs=true")
 
@@ -220,7 +222,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
 
         result = await reflect_group(
             members, generate, score, tokenizer=self.tokenizer, config=self.rgr_config, tokens=self.rgr_tokens,
-            response_length=self.rollout_config.response_length, rng=self.rgr_rng,
+            response_length=self.rollout_config.response_length, rng=self.rgr_rng, empty_span=self.empty_span,
         )
         if result.outcome.repaired is not None:
             group.outputs[sessions[result.outcome.source]] = [result.outcome.score.payload]

@@ -299,8 +299,10 @@ def think_prefix_length(tokenizer, response_ids: Sequence[int], trailing_ids: It
 
     None when the response has no ``<think>``. Closed think: the tokens that end before the close
     tag (a token straddling the tag is dropped with it, so no part of ``</think>`` survives).
-    Unclosed think: the whole response minus trailing special tokens (EOS, padding). Tags are found
-    in decoded text with the same rules as :mod:`recipe.care.spans`.
+    Unclosed think followed by an ``<answer>``: the same, cut before that tag (the think span ends
+    there, :mod:`recipe.care.spans`), so the failed answer is not part of the repair context.
+    Unclosed think without one: the whole response minus trailing special tokens (EOS, padding).
+    Tags are found in decoded text with the same rules as :mod:`recipe.care.spans`.
     """
     ids = np.asarray(list(response_ids), dtype=np.int64)
     if ids.size == 0:
@@ -311,7 +313,7 @@ def think_prefix_length(tokenizer, response_ids: Sequence[int], trailing_ids: It
     think, _ = find_tag_spans(text)
     if think is None:
         return None
-    if think[1] < len(text):  # closed
+    if think[1] < len(text):  # closed, or unclosed and cut at an <answer>
         return int(np.searchsorted(ends, think[1], side="right"))
     trailing = frozenset(int(i) for i in trailing_ids)
     k = len(ids)
@@ -345,12 +347,13 @@ def _cosine(a: Counter, b: Counter) -> float:
 
 
 def select_failure(members: Sequence[GroupMember], candidates: Sequence[int], selector: str, *, tokenizer=None,
-                   ngram: int = 2, rng: random.Random | None = None) -> int:
+                   ngram: int = 2, rng: random.Random | None = None, empty_span: str = "missing") -> int:
     """Index of the failure to repair, among ``candidates`` (non-empty; non-reflected failures).
 
     lexical: the anchor is section 2.1's (shortest think, then shortest answer, then lowest index,
-    among non-reflected positives); the chosen failure maximises the cosine of token n-gram count
-    vectors of the think spans (whole response without a think span); ties go to the lower index.
+    among non-reflected positives; empty spans by the ``empty_span`` rule, care.empty_span); the
+    chosen failure maximises the cosine of token n-gram count vectors of the think spans (whole
+    response without a think span); ties go to the lower index.
     logprob: the highest mean rollout log-prob over response-mask tokens (ties: lower index).
     random: uniform with ``rng``.
     """
@@ -371,7 +374,7 @@ def select_failure(members: Sequence[GroupMember], candidates: Sequence[int], se
     if selector != "lexical":
         raise ValueError(f"unknown RGR selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     ids, mask = _padded(members)
-    spans = compute_response_spans(tokenizer, ids, mask)
+    spans = compute_response_spans(tokenizer, ids, mask, empty_span=empty_span)
     positives = [i for i, m in enumerate(members) if m.passed and not m.reflected]
     if not positives:
         raise ValueError("the lexical selector needs a non-reflected positive (the anchor)")
@@ -433,13 +436,14 @@ def build_repaired_rollout(member: GroupMember, request: RepairRequest, continua
 
 async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, score: ScoreFn, *, tokenizer,
                         config: RGRConfig, tokens: RepairTokens, response_length: int,
-                        rng: random.Random | None = None) -> RGRResult:
+                        rng: random.Random | None = None, empty_span: str = "missing") -> RGRResult:
     """Run RGR on one scored group: at most one ``generate`` and one ``score`` call, never raises
     for a failed repair (the reason is recorded), never changes the group's size or order.
 
     members: the group's rollouts; generate(RepairRequest) -> object with ``token_ids``,
     ``log_probs`` and optionally ``stop_reason`` (verl's ``TokenOutput``); score(RepairedRollout)
-    -> :class:`ScoreResult` whose ``extra_info["acc"]`` decides success.
+    -> :class:`ScoreResult` whose ``extra_info["acc"]`` decides success. empty_span: care.empty_span,
+    for the lexical selector's anchor (section 2.1's rule).
     """
     rollouts: list = list(members)
     outcome = RGROutcome(rollout_tokens=sum(len(m.response_ids) for m in members))
@@ -458,7 +462,8 @@ async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, sc
     if not candidates:
         outcome.reason = "no_think_span"
         return result
-    source = select_failure(members, candidates, config.selector, tokenizer=tokenizer, ngram=config.ngram, rng=rng)
+    source = select_failure(members, candidates, config.selector, tokenizer=tokenizer, ngram=config.ngram, rng=rng,
+                            empty_span=empty_span)
     outcome.source = source
     member = members[source]
     request = build_repair_request(member, source, prefix[source], tokens, response_length)

@@ -159,7 +159,7 @@ def compute_care_advantage_fields(
     think_emb = data[THINK_EMB]
     think_emb = torch.stack(list(think_emb.unbind())) if think_emb.is_nested else think_emb
 
-    spans = compute_response_spans(tokenizer, responses[rows], response_mask[rows])
+    spans = compute_response_spans(tokenizer, responses[rows], response_mask[rows], empty_span=config.empty_span)
     seq_adv, info = compute_care_sequence_advantages(
         rewards=rewards[rows],
         acc=acc,
