@@ -71,3 +71,14 @@ def test_manager_checks_the_block_on_the_driver_and_installs_the_worker(verl_con
     bad = OmegaConf.merge(verl_config, {"care": {"rgr": {"selector": "nearest"}}})
     with pytest.raises(RGRConfigError, match="care.rgr.selector"):
         CareAgentLoopManager(bad, llm_client=None)
+
+
+def test_empty_span_rule_reaches_the_rgr_worker(verl_config):
+    from omegaconf import OmegaConf
+
+    from recipe.care.agent_loop import empty_span_of
+
+    assert empty_span_of(verl_config) == "missing"  # absent: the default rule
+    assert empty_span_of(OmegaConf.create({"care": {"rgr": {}, "empty_span": "zero"}})) == "zero"
+    with pytest.raises(ValueError, match="care.empty_span"):
+        empty_span_of(OmegaConf.create({"care": {"empty_span": "none"}}))
