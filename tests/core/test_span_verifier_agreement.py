@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recipe.care.spans import compute_response_spans, find_tag_spans
+from tests.core.span_helpers import encode_batch, token_offsets
 from verifiers import verify
 from verifiers.format import answer_span, extract_answer
 
@@ -73,28 +74,6 @@ def tokenizer():
     return load_qwen25_tokenizer()
 
 
-def encode(tokenizer, texts):
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, encoded)) + 2
-    ids = torch.full((len(texts), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(texts), width, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
-    return ids, mask
-
-
-def token_offsets(tokenizer, ids):
-    """Character range of each token in the concatenation of the tokens' texts."""
-    pieces = tokenizer.batch_decode([[int(i)] for i in ids], skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)
-    offsets, pos = [], 0
-    for piece in pieces:
-        offsets.append((pos, pos + len(piece)))
-        pos += len(piece)
-    return "".join(pieces), offsets
-
-
 def expected_answer_tokens(text, offsets, lo, hi):
     """Tokens inside [lo, hi), or straddling its border with non-blank text inside it."""
     keep = set()
@@ -135,7 +114,7 @@ def assert_agreement(tokenizer, text, ids_row, mask_row, answer_row, has_answer)
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_answer_span_is_what_the_verifier_graded(tokenizer, name):
     text = MALFORMED[name]
-    ids, mask = encode(tokenizer, [text])
+    ids, mask = encode_batch(tokenizer, [text])
     spans = compute_response_spans(tokenizer, ids, mask)
     assert_agreement(tokenizer, text, ids[0], mask[0], spans.answer_mask[0], bool(spans.has_answer[0]))
     assert not (spans.think_mask & spans.answer_mask).any()
@@ -144,7 +123,7 @@ def test_answer_span_is_what_the_verifier_graded(tokenizer, name):
 def test_batch_of_malformed_responses_agrees_row_by_row(tokenizer):
     """The same table as one right-padded batch (rows of different lengths, as verl lays them out)."""
     texts = [MALFORMED[k] for k in sorted(MALFORMED)]
-    ids, mask = encode(tokenizer, texts)
+    ids, mask = encode_batch(tokenizer, texts)
     spans = compute_response_spans(tokenizer, ids, mask)
     for row, text in enumerate(texts):
         assert_agreement(tokenizer, text, ids[row], mask[row], spans.answer_mask[row], bool(spans.has_answer[row]))
@@ -161,7 +140,7 @@ def test_batch_of_malformed_responses_agrees_row_by_row(tokenizer):
 def test_verifier_grades_the_credited_answer(tokenizer, name, expected):
     """End to end: verify() scores the answer the span credits (acc 1 against that gold only)."""
     text = MALFORMED[name]
-    ids, mask = encode(tokenizer, [text])
+    ids, mask = encode_batch(tokenizer, [text])
     spans = compute_response_spans(tokenizer, ids, mask)
     assert tokenizer.decode(ids[0][spans.answer_mask[0]].tolist()).strip() == expected
     assert verify("geometry3k", text, expected)["acc"] == 1
@@ -176,7 +155,7 @@ WORDS = ["x", "12", " ", "\n", "=", "\\boxed{3}", "是", ">", "<", "think", "ans
 @given(st.lists(st.sampled_from(TAGS + WORDS), min_size=0, max_size=14))
 def test_property_any_tag_soup_agrees(tokenizer, parts):
     text = "".join(parts) or "x"
-    ids, mask = encode(tokenizer, [text])
+    ids, mask = encode_batch(tokenizer, [text])
     decoded, _ = token_offsets(tokenizer, ids[0][: int(mask[0].sum())].tolist())
     if decoded != text:  # the tokenizer normalised something: compare against what the model wrote
         text = decoded

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recipe.care.spans import TokenTexts, compute_response_spans, find_tag_spans
+from tests.core.span_helpers import encode_batch, token_offsets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,18 +25,6 @@ def shared_tokenizer():
 @pytest.fixture
 def tokenizer(shared_tokenizer):
     return shared_tokenizer
-
-
-def encode_batch(tokenizer, texts, pad_right=3):
-    """Right-padded response ids and mask, as verl lays out responses."""
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, encoded)) + pad_right
-    ids = torch.full((len(texts), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(texts), width, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
-    return ids, mask
 
 
 def span_text(tokenizer, ids, mask_row):
@@ -246,16 +235,11 @@ def test_lengths_and_advantages_match_the_plain_reading(shared_tokenizer, case):
     texts = [r[0] for r in rows]
     ids, mask = encode_batch(shared_tokenizer, texts)
     spans = compute_response_spans(shared_tokenizer, ids, mask, empty_span=rule)
-    table = TokenTexts.for_tokenizer(shared_tokenizer)
     expected = []
     for row in range(len(rows)):
         n = int(mask[row].sum())
-        pieces = table.lookup(ids[row, :n].numpy())
-        offsets, pos = [], 0
-        for piece in pieces:
-            offsets.append((pos, pos + len(piece)))
-            pos += len(piece)
-        expected.append(reference_span_lengths("".join(pieces), offsets, n, rule))
+        text, offsets = token_offsets(shared_tokenizer, ids[row, :n].tolist())
+        expected.append(reference_span_lengths(text, offsets, n, rule))
     assert spans.think_len.tolist() == [t for t, _ in expected]
     assert spans.answer_len.tolist() == [a for _, a in expected]
 
