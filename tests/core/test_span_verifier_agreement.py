@@ -10,6 +10,7 @@ same text:
   belongs to the span only when it carries non-blank span text), so the decoded answer tokens are
   the graded text plus, at most, fragments of the two tags around it;
 * no answer span for the verifier (unclosed, absent, mis-nested) means no answer tokens;
+* the reward manager's own decode (special tokens skipped) grades the same span;
 * the verifier's prediction, when read from the answer span, lies inside the credited tokens.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +90,12 @@ def assert_agreement(tokenizer, text, ids_row, mask_row, answer_row, has_answer)
     assert decoded == text, "the tokens' texts must concatenate to the response"
     graded = answer_span(text)
     _, answer = find_tag_spans(text)
+    # What the reward manager grades: the decode without special tokens (recipe/care/reward_manager.py).
+    production = answer_span(tokenizer.decode(ids_row[:n].tolist(), skip_special_tokens=True))
+    if graded is None:
+        assert production is None
+    else:
+        assert production == re.sub("|".join(map(re.escape, tokenizer.all_special_tokens)), "", graded)
     got = set(answer_row[:n].nonzero().squeeze(-1).tolist())
     if graded is None:
         assert answer is None and not has_answer and not got
