@@ -2,6 +2,14 @@
 
 All functions are regex passes over text already capped at ``MAX_ANSWER_CHARS`` by
 :func:`verifiers.verify`; none of them evaluates anything.
+
+Why hand-written rather than math-verify's own normalisation: math-verify reads decimal commas,
+scientific notation (``1e3``) and plain ``<=`` only in its plain-expression path
+(``ExprExtractionConfig``), which runs ``sympy.parse_expr``, i.e. Python ``eval``, on the text; its
+LaTeX path parses ``1e3`` as ``1·e·3``. Its LaTeX path is used, in the bounded worker
+(:mod:`verifiers.bounded`), for everything symbolic; these passes only bring an answer into the
+spelling that path reads, and serve the exact, numeric and text comparisons that run in-process
+before it (most answers never need a worker).
 """
 
 from __future__ import annotations
