@@ -131,6 +131,23 @@ def _is_value(rhs: str) -> bool:
     return not _LETTER.search(_LATEX_COMMAND.sub(" ", rhs))
 
 
+def _orient_relation(s: str) -> str:
+    """Write a relation the way round math-verify compares it: ``3 > x > 1`` as ``1 < x < 3`` (a chain
+    of ``>``/``\\geq`` only), ``3 \\neq x`` as ``x \\neq 3`` (a number on the left only). math-verify
+    matches ``2 \\geq x`` with ``x \\leq 2`` but not these two forms."""
+    ops = _RELATION.findall(s)
+    if len(ops) >= 2 and set(ops) <= {">", "\\geq"}:
+        parts = _RELATION.split(s)
+        flip = {">": "<", "\\geq": "\\leq"}
+        return " ".join(p.strip() + (f" {flip[op]} " if op else "")
+                        for p, op in zip(reversed(parts), [*reversed(ops), None])).strip()
+    if ops == ["\\neq"]:
+        lhs, rhs = (side.strip() for side in s.split("\\neq"))
+        if parse_number(lhs) is not None and parse_number(rhs) is None:
+            return f"{rhs} \\neq {lhs}"
+    return s
+
+
 def clean_math(s: str) -> str:
     """Remove what never changes a math answer's value: delimiters, spacing, degrees, units, ``x =``."""
     s = unwrap_text(s)
@@ -151,6 +168,7 @@ def clean_math(s: str) -> str:
         if not looks_textual(joined):  # "1 and 2" is a list; "black and white" stays text
             s = joined
     s = " ".join(s.split()).strip().rstrip(".").strip()
+    s = " ".join(_orient_relation(s).split())
     # `x = 5`, `m\angle ABC = 48`, `AB \approx 3.46`: keep the value. Lists (`x=1, y=2`) stay, and so
     # do equations: a left side with a digit (`7 = 11a+c`), a right side with variables
     # (`y = 2x+1`, a line), or any other relation (`x \leq 2` never loses its `x \leq`).

@@ -62,6 +62,9 @@ WRONG = [
     ("1 {lt} x {lt} 3", "x {lt} 3"),
     ("1 {lt} x {lt} 3", "x {gt} 1"),
     ("1 {lt} x {lt} 3", "1 {lt} x {lt} 4"),
+    ("1 {lt} x {lt} 3", "3 {gt} x {ge} 1"),
+    ("1 {lt} x {lt} 3", "1 {gt} x {gt} 3"),
+    ("x {ne} 3", "3 {ne} y"),
     ("0 {lt} y {lt} 1", "[0, 1]"),
     ("x {lt} 2", "(2, \\infty)"),
     # equations vs bare expressions; a number on the left is not a name to drop
@@ -83,6 +86,9 @@ RIGHT = [
     ("x {ne} 3", "x {ne} 3"),
     ("1 {lt} x {lt} 3", "1 {lt} x {lt} 3"),
     ("1 {le} x {lt} 3", "1 {le} x {lt} 3"),
+    ("1 {lt} x {lt} 3", "3 {gt} x {gt} 1"),  # a chain read from the other end
+    ("1 {le} x {lt} 3", "3 {gt} x {ge} 1"),
+    ("x {ne} 3", "3 {ne} x"),
     ("0 {lt} y {lt} 1", "(0, 1)"),
     ("x = 2", "2"),
     ("x = 2", "x = 2"),
