@@ -32,6 +32,8 @@ pytestmark = pytest.mark.timeout(180)
 MALFORMED = {
     "well_formed": "<think>\nThe area is 12.</think>\n<answer>12</answer><|im_end|>",
     "well_formed_boxed": "<think>x</think><answer>The answer is \\boxed{\\frac{1}{2}}.</answer>",
+    "several_boxes_in_answer": "<think>x</think><answer>\\boxed{1} and \\boxed{2}</answer>",
+    "box_outside_answer": "<think>maybe \\boxed{3}</think><answer>4</answer>",
     "unclosed_think_then_answer": "<think>abc<answer>5</answer>",
     "unclosed_think_only": "<think>still thinking when the budget ran out",
     "unclosed_think_two_answers": "<think>abc<answer>4<answer>5</answer>",
@@ -113,8 +115,8 @@ def assert_agreement(tokenizer, text, ids_row, mask_row, answer_row, has_answer)
     assert re.fullmatch(r"[\s<>/a-zA-Z]*", head) and re.fullmatch(r"[\s<>/a-zA-Z]*", tail)
     assert head.strip() in text[:answer[0]] and tail.strip() in text[answer[1]:]
     pred, source = extract_answer(text)
-    if source == "answer_span":
-        assert pred in credited
+    if source == "answer_span":  # several boxes are graded as one list "a, b": each part is credited
+        assert pred in credited or all(part.strip() in credited for part in pred.split(","))
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
