@@ -308,7 +308,8 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "+ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='1'",
     ]
     if algo == "care":
-        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}"]
+        # records on: the report's mechanism-signature fit is over groups (recipe/care/records.py)
+        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}", "care.records.enable=true"]
     return overrides
 
 

@@ -15,6 +15,7 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import ray
@@ -25,6 +26,8 @@ from tensordict import TensorDict
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
+                                 build_repair_records)
 from recipe.care.rgr import rgr_step_metrics
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
@@ -115,6 +118,7 @@ def compute_care_advantage_fields(
     config: CareConfig,
     keys: list | None = None,
     data_source: list | None = None,
+    records: Callable[..., None] | None = None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
@@ -122,7 +126,8 @@ def compute_care_advantage_fields(
     Padding rows (``is_padding``) are left out of every group and get zero advantages.
     ``data_source`` (one per row, ``None`` for a row without one) overrides the batch's column;
     rows without a source are counted (``care/rows_without_data_source``) and reported as
-    ``unknown`` in the per-source metrics.
+    ``unknown`` in the per-source metrics. ``records`` (``care.records``), when given, is called
+    with the step's per-row tensors to build and write the per-group / per-repair records.
     """
     if THINK_EMB not in data.keys():
         raise KeyError(
@@ -190,7 +195,11 @@ def compute_care_advantage_fields(
     metrics["care/reflected_rows"] = float(reflected.sum())
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
-    metrics.update(rgr_step_metrics([(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]))
+    rgr_rows = [(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]
+    metrics.update(rgr_step_metrics(rgr_rows))
+    if records is not None:
+        records(uid=uid[rows.numpy()], seq_adv=seq_adv, acc=acc, reflected=reflected, info=info,
+                think_len=spans.think_len, answer_len=spans.answer_len, rgr=rgr_rows)
     fields = TensorDict(
         {
             "advantages": response_to_nested(advantages, response_mask_nested),
@@ -219,7 +228,20 @@ class CarePPOTrainer(PPOTrainerSync):
 
     def __init__(self, config):
         self.care_config = care_config_from_omegaconf(config.get("care", {}))
+        records = RecordsConfig.from_config(config.get("care", {}).get("records", None))
+        self.care_records = RecordsWriter(records.directory(config.trainer.default_local_dir)) if records.enable else None
+        rgr_block = config.get("care", {}).get("rgr", None) or {}
+        self.care_rgr_settings = {key: rgr_block.get(key) for key in ("selector", "mode", "cue") if key in rgr_block}
         super().__init__(config)
+
+    def _write_care_records(self, *, uid, seq_adv, acc, reflected, info, think_len, answer_len, rgr) -> None:
+        """``care.records``: this step's per-group and per-repair JSON lines (driver process)."""
+        step = self.global_steps
+        self.care_records.write(GROUPS_FILE, build_group_records(step, uid, seq_adv, acc, reflected, info,
+                                                                 self.care_config))
+        self.care_records.write(REPAIRS_FILE, build_repair_records(
+            step, uid, rgr, seq_adv, acc, reflected, think_len, answer_len, info["group_id"], self.care_config,
+            self.care_rgr_settings))
 
     def _init_resource_pool_mgr(self):
         super()._init_resource_pool_mgr()
@@ -257,7 +279,8 @@ class CarePPOTrainer(PPOTrainerSync):
                 DATA_SOURCE, UNKNOWN_SOURCE,
             )
         fields, care_metrics = compute_care_advantage_fields(
-            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources
+            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources,
+            records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
