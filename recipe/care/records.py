@@ -21,7 +21,8 @@ Group record::
      "rescue": false, "anchor": 1, "roles": ["negative", "anchor", "none", ...],
      "acc": [0, 1, 1, ...], "reflected": [false, ...], "raw_adv": [...], "adv": [...]}
 
-``anchor`` indexes the member lists (the pseudo-anchor for a rescue; null when the group has no
+Every record also carries ``"run"``, the id of the trainer process that wrote it (see
+:class:`RecordsWriter`). ``anchor`` indexes the member lists (the pseudo-anchor for a rescue; null when the group has no
 subgroup); members are in batch order. Repair record::
 
     {"step": 3, "group": "<uid>", "triggered": 1, "replaced": 1, "passed": 1, "reason": "",
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -200,15 +202,23 @@ def build_repair_records(step: int, uid: Sequence, rgr: Sequence[Mapping[str, An
 
 
 class RecordsWriter:
-    """Appends a step's records as JSON lines to ``<directory>/groups.jsonl`` and ``repairs.jsonl``."""
+    """Appends a step's records as JSON lines to ``<directory>/groups.jsonl`` and ``repairs.jsonl``.
 
-    def __init__(self, directory: str | os.PathLike):
+    Every record gets ``"run"``: an id of this writer (one per trainer process). A run that crashed
+    after writing step N and resumed from an earlier checkpoint writes step N again; readers keep,
+    per step, only the records of the last writer that wrote it.
+    """
+
+    def __init__(self, directory: str | os.PathLike, run_id: str | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
     def write(self, name: str, records: Sequence[Mapping]) -> None:
         if not records:
             return
+        for record in records:
+            record["run"] = self.run_id
         # one open + one write per step: a killed run loses at most the step being written
         with open(self.directory / name, "ab") as fh:
             fh.write(_dumps(records))

@@ -140,4 +140,5 @@ def test_writer_appends_json_lines_and_config_defaults(tmp_path):
     writer.write(REPAIRS_FILE, [])  # nothing: no file
     lines = (tmp_path / "r" / GROUPS_FILE).read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["group"] == "g0"
+    assert {json.loads(line)["run"] for line in lines} == {writer.run_id}  # tells a re-written step apart
     assert not (tmp_path / "r" / REPAIRS_FILE).exists()

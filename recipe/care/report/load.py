@@ -182,12 +182,7 @@ def load_run(spec: str) -> Run:
 
 
 def _last_block_per_step(records: list[dict]) -> list[dict]:
-    """A step written twice (re-run after a crash, before the checkpoint) keeps its last block."""
-    block_of, last_block, previous = [], {}, object()
-    block = -1
-    for rec in records:
-        if rec["step"] != previous:
-            block, previous = block + 1, rec["step"]
-        block_of.append(block)
-        last_block[rec["step"]] = block
-    return [rec for rec, b in zip(records, block_of) if last_block[rec["step"]] == b]
+    """A step written twice (a crash after it, a resume from an earlier checkpoint) keeps the records
+    of the last writer (``"run"``, one per trainer process) that wrote it."""
+    last_writer = {rec["step"]: rec.get("run") for rec in records}
+    return [rec for rec in records if rec.get("run") == last_writer[rec["step"]]]
