@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = "python -m recipe.care.report " + " ".join(shlex.quote(a) for a in argv)
     result = build_report(runs, args.out, command=command, dpi=args.dpi)
-    print(f"report: {len(result.figures)} figures, {len(result.skipped)} panels skipped -> {result.index}")
+    print(f"report: {len(result.figures)} figures, {len(result.skipped)} panel(s) skipped -> {result.index}")
     for run in runs:
         for note in run.notes:
             print(f"report: note: {run.label}: {note}")

@@ -73,8 +73,9 @@ def _missing(keys: list[str]) -> str:
     return "no run logged " + " / ".join(f"`{k}`" for k in keys)
 
 
-def _curves(runs: list[Run], specs: list[tuple[str, str, str]], title: str | None = None) -> "Figure | str":
-    """One subplot per (key, subplot title, y label); every run drawn on each."""
+def _curves(runs: list[Run], specs: list[tuple[str, str, str]], title: str | None = None,
+            fraction: bool = False) -> "Figure | str":
+    """One subplot per (key, subplot title, y label); every run drawn on each (y in [0, 1] for ``fraction``)."""
     present = [spec for spec in specs if any(run.has(spec[0]) for run in runs)]
     if not present:
         return _missing([spec[0] for spec in specs])
@@ -83,6 +84,8 @@ def _curves(runs: list[Run], specs: list[tuple[str, str, str]], title: str | Non
         for i, run in enumerate(runs):
             _line(ax, i, run, key)
         _step_axes(ax, sub_title, ylabel)
+        if fraction:
+            ax.set_ylim(-0.05, 1.05)
         _legend(ax)
     if title:
         fig.suptitle(title)
@@ -131,7 +134,7 @@ def panel_signature(runs: list[Run]) -> "Figure | str":
 
 def panel_failure_share(runs: list[Run]) -> "Figure | str":
     return _curves(runs, [("care/failure_signal_share", "share of learning signal from failures",
-                           "Σ|a_t| of failures / Σ|a_t| (fraction)")])
+                           "Σ|a_t| of failures / Σ|a_t| (fraction)")], fraction=True)
 
 
 def panel_variance_ratio(runs: list[Run]) -> "Figure | str":
@@ -148,7 +151,7 @@ def panel_clip_by_sign(runs: list[Run]) -> "Figure | str":
 
 def panel_group_mix(runs: list[Run]) -> "Figure | str":
     return _curves(runs, [(f"care/groups/{kind}_frac", kind.replace("_", "-") + " groups", "fraction of groups")
-                          for kind in _KINDS], "Group mix per step")
+                          for kind in _KINDS], "Group mix per step", fraction=True)
 
 
 def _k_prime_counts(run: Run) -> dict[int, float]:
@@ -186,7 +189,7 @@ def panel_k_prime(runs: list[Run]) -> "Figure | str":
 
 
 def panel_rescue_rate(runs: list[Run]) -> "Figure | str":
-    return _curves(runs, [("care/rescue_rate", "all-negative rescue rate", "rescued / all-wrong groups")])
+    return _curves(runs, [("care/rescue_rate", "all-negative rescue rate", "rescued / all-wrong groups")], fraction=True)
 
 
 # ------------------------------------------------------------------------------ RGR
