@@ -531,8 +531,12 @@ def main(argv: list[str] | None = None) -> int:
                 metrics / f"{args.algo}-run2.jsonl")
         stages += [f"{args.algo} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
     log(f"done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
-    result, runs = write_report(workdir, ["care", "grpo", "dapo", "gspo"])
-    stages.append("report")
+    try:
+        result, runs = write_report(workdir, ["care", "grpo", "dapo", "gspo"])
+        stages.append("report")
+    except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
+        log(f"report not written: {exc!r}")
+        result, runs = None, []
     print_summary(stages, result, runs, args.algo)
     return 0
 
