@@ -215,6 +215,8 @@ def panel_rgr(runs: list[Run]) -> "Figure | str":
         for i, run in enumerate(runs):
             _line(ax, i, run, key)
         _step_axes(ax, title, ylabel)
+        if key == "rgr/success_rate":
+            ax.set_ylim(-0.05, 1.05)
         _legend(ax)
     ax = axes[3]
     reasons = sorted({r for run in runs for r in _reason_totals(run)})
