@@ -487,8 +487,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
+def quiet_known_harmless() -> None:
+    """Keep this process's own known-harmless warnings (see HARMLESS) off the console: importing verl
+    on a CPU machine warns about every optional engine that is not installed and logs that no
+    accelerator was found. The training runs' copies go to their log files (run_job)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available: ModuleNotFoundError", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm\.adv_estimator != gae", category=UserWarning)
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
+        lambda record: not HARMLESS.search(record.getMessage()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_known_harmless()
     python = sys.executable
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
