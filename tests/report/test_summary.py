@@ -42,3 +42,24 @@ def test_known_harmless_warnings_and_verl_step_lines_stay_off_the_console():
     assert console_line("UserWarning: something new", verbose=False)  # an unknown warning is shown
     assert not console_line("(CareTaskRunner pid=1) dataset len: 17", verbose=False)
     assert console_line("(CareTaskRunner pid=1) dataset len: 17", verbose=True)
+
+
+def test_the_smoke_process_silences_its_own_known_harmless_warnings(capsys):
+    import logging
+    import warnings
+
+    from recipe.care.smoke import quiet_known_harmless
+
+    platform = logging.getLogger("verl.plugin.platform.platform_manager")
+    saved = list(platform.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_harmless()
+        warnings.warn("megatron engine is not available: ModuleNotFoundError(\"No module named 'megatron'\")",
+                      UserWarning)
+        warnings.warn("something else", UserWarning)
+        kept = platform.filter(logging.LogRecord(platform.name, logging.WARNING, "", 0, "Platform 'nvidia' "
+                                                 "(PlatformCUDA) is registered but not available.", None, None))
+    platform.filters[:] = saved
+    assert [str(w.message) for w in caught] == ["something else"]
+    assert not kept
