@@ -1,14 +1,17 @@
 """Cost of ``care.records``: CARE's advantage step with the per-group / per-repair records on vs off.
 
-    python benchmarks/bench_records.py [--prompts 128 --n 8 --length 2048 --hidden 3584 --repeat 9]
+    python benchmarks/bench_records.py [--prompts 128 --n 8 --length 2048 --hidden 3584 --repeat 9] [--trainer] [--inline]
 
 "off" = what the trainer runs every step: ``compute_care_sequence_advantages`` +
 ``compute_region_weighted_token_advantages`` (benchmarks/bench_advantage.py's ``care_step``).
-"on" = the same plus what ``CarePPOTrainer._write_care_records`` adds: ``build_group_records``,
-``build_repair_records`` (an RGR outcome on every mixed group, its failure replaced by a reflected
-row) and the append of both JSON lines files (to a temporary folder on local disk). The two are
-timed alternately, so machine load hits both alike; the median of --repeat pairs is reported.
-The last line is ``records on/off time ratio: X.XX`` (the issue's bound: <= 1.10).
+"on" = the same plus what ``CarePPOTrainer._write_care_records`` adds: handing the step's tensors to
+``RecordsWriter.submit``, whose thread runs ``build_group_records``, ``build_repair_records`` (an RGR
+outcome on every mixed group, its failure replaced by a reflected row) and the append of both JSON
+lines files (to a temporary folder on local disk); ``--inline`` does that on the step's own thread.
+The two are timed alternately, so machine load hits both alike; the median of --repeat pairs is reported.
+``--trainer`` also times the trainer's whole advantage step, ``compute_care_advantage_fields`` (spans
+from token ids, advantages, metrics, the fields written back), on a batch shaped as TransferQueue
+returns it. The last line is ``records on/off time ratio: X.XX`` (the issue's bound: <= 1.10).
 """
 
 from __future__ import annotations
@@ -56,15 +59,18 @@ def add_rgr(b: dict, n: int) -> None:
     b["reflected"], b["rgr"] = reflected, rgr
 
 
-def write_records(b: dict, cfg: CareConfig, writer: RecordsWriter, step: int, seq_adv, info) -> None:
-    """What CarePPOTrainer._write_care_records does."""
-    writer.write(GROUPS_FILE, build_group_records(step, b["index"], seq_adv, b["acc"], b["reflected"], info, cfg))
-    writer.write(REPAIRS_FILE, build_repair_records(step, b["index"], b["rgr"], seq_adv, b["acc"], b["reflected"],
-                                                    b["think_len"], b["answer_len"], info["group_id"], cfg,
-                                                    RGR_SETTINGS))
+def build_records(b: dict, cfg: CareConfig, step: int, seq_adv, info, spent: list | None = None) -> dict:
+    """What CarePPOTrainer._write_care_records hands to the writer's thread."""
+    start = time.perf_counter()
+    out = {GROUPS_FILE: build_group_records(step, b["index"], seq_adv, b["acc"], b["reflected"], info, cfg),
+           REPAIRS_FILE: build_repair_records(step, b["index"], b["rgr"], seq_adv, b["acc"], b["reflected"],
+                                              b["think_len"], b["answer_len"], info["group_id"], cfg, RGR_SETTINGS)}
+    if spent is not None:
+        spent.append(time.perf_counter() - start)
+    return out
 
 
-def advantage_step(b: dict, cfg: CareConfig, writer: RecordsWriter | None, step: int, parts: list | None = None):
+def advantage_step(b: dict, cfg: CareConfig, writer: RecordsWriter | None, step: int, spent: list | None = None):
     rewards = b["token_level_rewards"].sum(-1)
     seq_adv, info = compute_care_sequence_advantages(
         rewards=rewards, acc=b["acc"], index=b["index"], think_len=b["think_len"], answer_len=b["answer_len"],
@@ -73,11 +79,72 @@ def advantage_step(b: dict, cfg: CareConfig, writer: RecordsWriter | None, step:
     token_adv = compute_region_weighted_token_advantages(seq_adv, b["acc"], b["think_mask"], b["answer_mask"],
                                                          b["response_mask"], cfg)
     if writer is not None:
-        start = time.perf_counter()
-        write_records(b, cfg, writer, step, seq_adv, info)
-        if parts is not None:
-            parts.append(time.perf_counter() - start)
+        writer.submit(lambda: build_records(b, cfg, step, seq_adv, info, spent))
     return token_adv
+
+
+def trainer_batch(prompts: int, n: int, length: int, hidden: int, tokenizer, seed: int = 0):
+    """A batch as the care_sync trainer reads it from TransferQueue (verl's list_of_dict_to_tensordict)."""
+    import random
+
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    word = tokenizer.encode(" step", add_special_tokens=False)
+    rows = []
+    for p in range(prompts):
+        p_correct = rng.random()
+        accs = [int(rng.random() < p_correct) for _ in range(n)]
+        mixed = 0 < sum(accs) < n
+        for i, acc in enumerate(accs):
+            think = word * rng.randint(length // 16, length // 2)
+            ids = (tokenizer.encode("<think>", add_special_tokens=False) + think
+                   + tokenizer.encode(f"</think><answer>{acc}</answer>", add_special_tokens=False)
+                   + [tokenizer.eos_token_id])[:length]
+            m = len(ids)
+            rm = torch.zeros(m)
+            rm[-1] = 0.9 * acc + 0.1
+            rgr = {"group": f"u{p}", "eligible": int(mixed), "triggered": int(mixed), "replaced": int(mixed),
+                   "success": 0, "reason": "", "extra_tokens": 10, "rollout_tokens": 100, "source": 0}
+            rows.append({
+                "uid": f"u{p}", "responses": torch.tensor(ids), "response_mask": torch.ones(m, dtype=torch.int64),
+                "rm_scores": rm, "old_log_probs": -torch.rand(m, generator=gen),
+                "think_emb": torch.randn(hidden, generator=gen), "data_source": "chartqa",
+                "extra_fields": {"reward_extra_info": {"acc": acc, "format": 1.0}, "rgr": rgr,
+                                 "reflected": mixed and i == accs.index(0)},
+            })
+    return list_of_dict_to_tensordict(rows)
+
+
+def bench_trainer_step(args, cfg: CareConfig) -> None:
+    """The trainer's whole advantage step (spans, advantages, metrics, the fields written back) on/off."""
+    import numpy as np
+
+    from recipe.care.tiny_models import load_qwen25_tokenizer
+    from recipe.care.trainer import CarePPOTrainer, compute_care_advantage_fields
+
+    tokenizer = load_qwen25_tokenizer()
+    data = trainer_batch(args.prompts, args.n, args.length, args.hidden, tokenizer)
+    padding = np.zeros(args.prompts * args.n, dtype=bool)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = object.__new__(CarePPOTrainer)  # as the trainer tests: no Ray, only what the step uses
+        trainer.care_config, trainer.care_rgr_settings = cfg, RGR_SETTINGS
+        trainer.care_records = RecordsWriter(tmp, background=not args.inline)
+        off, on = [], []
+        for step in range(args.repeat + 1):
+            for times, records in ((off, None), (on, trainer._write_care_records)) if step % 2 \
+                    else ((on, trainer._write_care_records), (off, None)):
+                trainer.global_steps = step
+                start = time.perf_counter()
+                compute_care_advantage_fields(data, padding, tokenizer, cfg, records=records)
+                if step:  # step 0 warms up
+                    times.append(time.perf_counter() - start)
+            trainer.care_records.flush()
+        trainer.care_records.close()
+    t_off, t_on = statistics.median(off), statistics.median(on)
+    print(f"trainer advantage step (compute_care_advantage_fields), records off: median {t_off * 1e3:.1f} ms")
+    print(f"trainer advantage step (compute_care_advantage_fields), records on:  median {t_on * 1e3:.1f} ms")
+    print(f"trainer step records on/off time ratio: {t_on / t_off:.2f}")
 
 
 def main() -> None:
@@ -88,6 +155,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=3584, help="think-embedding size (Qwen2.5-VL-7B: 3584)")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--inline", action="store_true", help="build and write on the step's thread (no background)")
+    parser.add_argument("--trainer", action="store_true",
+                        help="also time the trainer's whole advantage step (needs verl and the Qwen2.5 tokenizer)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,22 +165,27 @@ def main() -> None:
     add_rgr(b, args.n)
     cfg = CareConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        writer = RecordsWriter(tmp)
+        writer = RecordsWriter(tmp, background=not args.inline)
         advantage_step(b, cfg, None, 0), advantage_step(b, cfg, writer, 0)  # warm-up
+        writer.flush()
         off, on, records_only = [], [], []
         for step in range(1, args.repeat + 1):
             for times, w in ((off, None), (on, writer)) if step % 2 else ((on, writer), (off, None)):
                 start = time.perf_counter()
                 advantage_step(b, cfg, w, step, records_only)
                 times.append(time.perf_counter() - start)
+            writer.flush()  # in the trainer minutes pass between steps; here the next pair waits for the writer
+        writer.close()
         size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / (args.repeat + 1)
     t_off, t_on = statistics.median(off), statistics.median(on)
     print(f"batch: {args.prompts} prompts x {args.n} rollouts x {args.length} tokens, H={args.hidden}, "
           f"torch threads={torch.get_num_threads()}, {args.repeat} alternating pairs")
     print(f"advantage step, records off: median {t_off * 1e3:.1f} ms")
     print(f"advantage step, records on:  median {t_on * 1e3:.1f} ms ({size / 1024:.0f} KiB of JSON lines per step)")
-    print(f"records alone (build + append): median {statistics.median(records_only) * 1e3:.1f} ms "
-          f"= {statistics.median(records_only) / t_off:.1%} of the step with records off")
+    print(f"records built {'inline' if args.inline else 'on the writer thread'}: median "
+          f"{statistics.median(records_only) * 1e3:.1f} ms (= {statistics.median(records_only) / t_off:.1%} of the step)")
+    if args.trainer:
+        bench_trainer_step(args, cfg)
     print(f"records on/off time ratio: {t_on / t_off:.2f}")
 
 

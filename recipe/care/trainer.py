@@ -235,13 +235,22 @@ class CarePPOTrainer(PPOTrainerSync):
         super().__init__(config)
 
     def _write_care_records(self, *, uid, seq_adv, acc, reflected, info, think_len, answer_len, rgr) -> None:
-        """``care.records``: this step's per-group and per-repair JSON lines (driver process)."""
-        step = self.global_steps
-        self.care_records.write(GROUPS_FILE, build_group_records(step, uid, seq_adv, acc, reflected, info,
-                                                                 self.care_config))
-        self.care_records.write(REPAIRS_FILE, build_repair_records(
-            step, uid, rgr, seq_adv, acc, reflected, think_len, answer_len, info["group_id"], self.care_config,
-            self.care_rgr_settings))
+        """``care.records``: this step's per-group and per-repair JSON lines, built and written on the
+        writer's background thread (driver process); the tensors are not modified after this call."""
+        step, config, settings = self.global_steps, self.care_config, self.care_rgr_settings
+        self.care_records.submit(lambda: {
+            GROUPS_FILE: build_group_records(step, uid, seq_adv, acc, reflected, info, config),
+            REPAIRS_FILE: build_repair_records(step, uid, rgr, seq_adv, acc, reflected, think_len, answer_len,
+                                               info["group_id"], config, settings),
+        })
+
+    # verl 0.9.1 trainer_base.py fit(agent_loop_manager): returns after the last step (no on_train_end then)
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            if getattr(self, "care_records", None) is not None:
+                self.care_records.close()  # the last step's records are on disk before the run ends
 
     def _init_resource_pool_mgr(self):
         super()._init_resource_pool_mgr()

@@ -142,3 +142,21 @@ def test_writer_appends_json_lines_and_config_defaults(tmp_path):
     assert len(lines) == 4 and json.loads(lines[0])["group"] == "g0"
     assert {json.loads(line)["run"] for line in lines} == {writer.run_id}  # tells a re-written step apart
     assert not (tmp_path / "r" / REPAIRS_FILE).exists()
+
+
+def test_submit_builds_and_writes_off_the_callers_thread_and_close_waits(tmp_path):
+    import threading
+
+    writer = RecordsWriter(tmp_path)
+    threads = []
+
+    def build(step):
+        threads.append(threading.current_thread())
+        return {GROUPS_FILE: [{"step": step, "group": "g"}], REPAIRS_FILE: []}
+
+    writer.submit(build, step=1)
+    writer.submit(build, step=2)
+    writer.submit(lambda: 1 / 0)  # a failing build is logged, never raised into training
+    writer.close()
+    steps = [json.loads(line)["step"] for line in (tmp_path / GROUPS_FILE).read_text().splitlines()]
+    assert steps == [1, 2] and threads[0] is not threading.current_thread()

@@ -32,6 +32,7 @@ def test_records_written_per_group_and_per_repair(monkeypatch, tokenizer, batch,
     monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
     trainer = records_trainer(tokenizer, tmp_path, step=5)
     trainer._compute_advantage(meta, {})
+    trainer.care_records.close()  # built on the writer's thread
 
     groups = read(tmp_path / "care_records" / "groups.jsonl")
     assert sorted(g["group"] for g in groups) == ["mixed", "right", "wrong"], "padding rows make no group"
