@@ -50,3 +50,28 @@ def test_records_off_writes_nothing(monkeypatch, tokenizer, batch, tmp_path):  #
     trainer = make_trainer(tokenizer)  # no care_records attribute: off, as a trainer built before this feature
     trainer._compute_advantage(meta, {})
     assert not any(tmp_path.iterdir())
+
+
+def test_fit_waits_for_the_last_steps_records(monkeypatch, tokenizer, batch, tmp_path):  # noqa: F811
+    """verl's fit returns right after the last step: the writer's thread must have written it by then."""
+    import threading
+
+    rows, meta = batch
+    monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
+    trainer = records_trainer(tokenizer, tmp_path, step=9)
+    release = threading.Event()
+    original = care_trainer.build_group_records
+
+    def slow_build(*args, **kwargs):  # still running when the base fit returns
+        release.wait(5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(care_trainer, "build_group_records", slow_build)
+
+    def base_fit(self, agent_loop_manager):
+        self._compute_advantage(meta, {})
+        threading.Timer(0.2, release.set).start()
+
+    monkeypatch.setattr(care_trainer.PPOTrainerSync, "fit", base_fit)
+    trainer.fit(None)
+    assert [g["step"] for g in read(tmp_path / "care_records" / "groups.jsonl")] == [9, 9, 9]
