@@ -28,6 +28,7 @@ install_requires = [
     "pillow>=10",
     "imagehash>=4.3",
     "tqdm>=4.66",
+    "matplotlib>=3.8",  # python -m recipe.care.report (headless Agg backend)
 ]
 
 extras_require = {

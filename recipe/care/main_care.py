@@ -50,14 +50,15 @@ ALGO_OVERRIDES: dict[str, list[str]] = {
     ],
 }
 
-# care.* key -> CareConfig field. `rgr` is the RGR block (issue 6), validated by its own module.
+# care.* key -> CareConfig field. `rgr` is the RGR block (issue 6), `records` the per-group /
+# per-repair records (recipe/care/records.py); each is validated by its own module.
 _CARE_KEYS = {
     "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",
     "equalize": "equalize", "selector": "selector", "tau_think": "tau_think",
     "token_weighting": "token_weighting", "seed": "seed", "empty_span": "empty_span",
 }
 _RESCUE_KEYS = {"enable": "rescue", "gamma": "rescue_gamma", "normalize": "rescue_normalize", "logp": "rescue_logp"}
-_RESERVED_CARE_BLOCKS = ("rgr",)
+_RESERVED_CARE_BLOCKS = ("rgr", "records")
 
 
 class CareConfigError(ValueError):
@@ -135,6 +136,12 @@ def validate_care_config(config: DictConfig) -> None:
         RGRConfig.from_config(config.care.get("rgr", None))
     except (TypeError, ValueError) as exc:
         problems.append(f"care.rgr: {exc}")
+    try:
+        from recipe.care.records import RecordsConfig
+
+        RecordsConfig.from_config(config.care.get("records", None))
+    except (TypeError, ValueError) as exc:
+        problems.append(f"care.records: {exc}")
     if problems:
         raise CareConfigError("invalid CARE config:\n  - " + "\n  - ".join(problems))
 

@@ -309,6 +309,8 @@ class RGROutcome:
             "reason": self.reason or "",
             "extra_tokens": int(self.extra_tokens),
             "rollout_tokens": int(self.rollout_tokens),
+            # the chosen failure's index in the group (care.records' per-repair record); -1 = none
+            "source": -1 if self.source is None else int(self.source),
         }
 
 

@@ -33,9 +33,11 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -308,7 +310,8 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "+ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='1'",
     ]
     if algo == "care":
-        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}"]
+        # records on: the report's mechanism-signature fit is over groups (recipe/care/records.py)
+        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}", "care.records.enable=true"]
     return overrides
 
 
@@ -332,20 +335,75 @@ def job_env() -> dict[str, str]:
 
 
 def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: float | None, metrics: Path) -> None:
-    """One ``main_care`` run; verl's file logger writes its step metrics to ``metrics`` (JSON lines)."""
+    """One ``main_care`` run; verl's file logger writes its step metrics to ``metrics`` (JSON lines).
+
+    The run's whole output goes to ``<workdir>/logs/<metrics stem>.log``; the console gets a line
+    per finished step and the lines that may matter (see :func:`console_line`), or everything but
+    known-harmless warnings with ``SMOKE_VERBOSE=1``.
+    """
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.unlink(missing_ok=True)
+    log_path = metrics.parent.parent / "logs" / f"{metrics.stem}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     overrides = [*overrides, f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}"]
     cmd = [python, "-m", "recipe.care.main_care", "--algo", algo, *overrides]
-    log(f"{label}: python -m recipe.care.main_care --algo {algo} ... ({len(overrides)} overrides)")
-    proc = subprocess.run(cmd, cwd=REPO, env={**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)}, timeout=timeout)
+    log(f"{label}: python -m recipe.care.main_care --algo {algo} ... ({len(overrides)} overrides); log: {log_path}")
+    verbose = os.environ.get("SMOKE_VERBOSE", "") not in ("", "0")
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        reader = threading.Thread(target=_route_output, args=(proc.stdout, log_file, metrics, verbose), daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(10)
+            raise SystemExit(f"[smoke] {label} exceeded {timeout}s; full log: {log_path}\n{_tail(log_path)}")
+        reader.join(30)
     if proc.returncode != 0:
-        raise SystemExit(f"[smoke] {label} failed with exit code {proc.returncode}")
-    summarize(metrics)
+        raise SystemExit(f"[smoke] {label} failed with exit code {proc.returncode}; full log: {log_path}\n"
+                         f"{_tail(log_path)}")
 
 
-SUMMARY_KEYS = ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/score/mean", "response_length/mean",
-                "care/", "rgr/", "timing_s/step")
+# Warnings every CPU run prints and no user can act on: verl's optional engines that are not
+# installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
+# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation.
+HARMLESS = re.compile("|".join([
+    r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
+    r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
+    r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
+    r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
+    r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
+]))
+# Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
+NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
+_VERL_STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def console_line(line: str, verbose: bool) -> bool:
+    """Whether a line of the training run's output is echoed to the console (it always goes to the log)."""
+    plain = _ANSI.sub("", line)
+    if HARMLESS.search(plain) or _VERL_STEP_LINE.search(plain):  # verl's 50-metric step line: log only
+        return False
+    return verbose or bool(NOTABLE.search(plain))
+
+
+def _route_output(stream, log_file, metrics: Path, verbose: bool) -> None:
+    for line in stream:
+        log_file.write(line)
+        log_file.flush()
+        if console_line(line, verbose):
+            print(line, end="", flush=True)
+        match = _VERL_STEP_LINE.search(_ANSI.sub("", line))
+        if match:
+            step_line(metrics, int(match.group(1)))
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -355,13 +413,64 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def summarize(path: Path) -> None:
-    for record in read_metrics(path):
-        data = record["data"]
-        picked = {k: v for k, v in sorted(data.items())
-                  if any(k == key or (key.endswith("/") and k.startswith(key)) for key in SUMMARY_KEYS)
-                  and isinstance(v, (int, float))}
-        log(f"step {record['step']}: " + ", ".join(f"{k}={v:.4g}" for k, v in picked.items()))
+# (label, metric key, format) of the one line printed per finished step.
+STEP_LINE_KEYS = (("loss", "actor/pg_loss", ".3g"), ("acc", "care/acc", ".2f"), ("reward", "critic/score/mean", ".2f"),
+                  ("mixed", "care/groups/mixed_frac", ".2f"), ("all-wrong", "care/groups/all_wrong_frac", ".2f"),
+                  ("RGR tried", "rgr/triggered", ".0f"), ("repaired", "rgr/success", ".0f"),
+                  ("len", "response_length/mean", ".0f"), ("time", "timing_s/step", ".0f"))
+
+
+def step_line(metrics: Path, step: int) -> None:
+    """A short line for a finished step (verl's console logger prints all ~100 metrics; they stay in the log)."""
+    try:
+        record = next((r for r in read_metrics(metrics) if r.get("step") == step), None)
+    except (OSError, ValueError):  # the file logger may be mid-write
+        record = None
+    if record is None:
+        log(f"step {step} done")
+        return
+    data = record["data"]
+    parts = [f"{name} {data[key]:{spec}}" + ("s" if key == "timing_s/step" else "")
+             for name, key, spec in STEP_LINE_KEYS if isinstance(data.get(key), (int, float))]
+    log(f"step {step}: " + ", ".join(parts))
+
+
+def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
+    """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (records from its run folder)."""
+    from recipe.care.report import ReportInputError, build_report, load_run
+
+    runs = []
+    for algo in algos:
+        files = sorted((workdir / "metrics").glob(f"{algo}-run*.jsonl"))
+        if not files:
+            continue
+        records = workdir / "checkpoints" / algo / "care_records"
+        spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else [])])
+        try:
+            runs.append(load_run(spec))
+        except ReportInputError as exc:
+            log(f"report: {exc}")
+    if not runs:
+        return None, []
+    result = build_report(runs, workdir / "report",
+                          command=f"python -m recipe.care.report {' '.join(f'{r.label}=...' for r in runs)} --out "
+                                  f"{workdir / 'report'} (recipe/care/smoke.py write_report)")
+    return result, runs
+
+
+def print_summary(stages: list[str], result, runs: list, current: str) -> None:
+    from recipe.care.report.summary import run_summary
+
+    log("-" * 30 + " summary " + "-" * 30)
+    log("stages: " + "; ".join(stages))
+    for run in sorted(runs, key=lambda r: r.label != current):  # this run first, then the ones overlaid
+        for i, line in enumerate(run_summary(run)):
+            log(("" if i == 0 else "  ") + line)
+    if result is not None:
+        skipped = f", skipped: {', '.join(result.skipped)}" if result.skipped else ""
+        log(f"report: {result.index} ({len(result.figures)} figures{skipped}); runs overlaid: "
+            + ", ".join(r.label for r in runs))
+    log(f"full logs: {Path(runs[0].sources[0]).parent.parent / 'logs'}" if runs else "no metrics written")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -378,8 +487,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
+def quiet_known_harmless() -> None:
+    """Keep this process's own known-harmless warnings (see HARMLESS) off the console: importing verl
+    on a CPU machine warns about every optional engine that is not installed and logs that no
+    accelerator was found. The training runs' copies go to their log files (run_job)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available: ModuleNotFoundError", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm\.adv_estimator != gae", category=UserWarning)
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
+        lambda record: not HARMLESS.search(record.getMessage()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_known_harmless()
     python = sys.executable
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -404,10 +527,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.algo == "care":
         log("RGR off: recipe/care/rgr.py / agent_loop.py not installed")
     metrics = workdir / "metrics"
+    for stale in metrics.glob(f"{args.algo}-run*.jsonl"):  # a previous smoke's files would join this report
+        stale.unlink()
+    stages = [f"data + tiny model ({time.time() - t0:.0f}s)"]
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra, "run", args.timeout,
                 metrics / f"{args.algo}-run1.jsonl")
+        stages.append(f"{args.algo} steps 1-{args.steps}")
     else:
         first = args.steps - 1
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first) + extra,
@@ -416,7 +543,15 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.steps) + extra,
                 f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
                 metrics / f"{args.algo}-run2.jsonl")
+        stages += [f"{args.algo} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
     log(f"done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
+    try:
+        result, runs = write_report(workdir, ["care", "grpo", "dapo", "gspo"])
+        stages.append("report")
+    except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
+        log(f"report not written: {exc!r}")
+        result, runs = None, []
+    print_summary(stages, result, runs, args.algo)
     return 0
 
 

@@ -10,11 +10,13 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
 - owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
   region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
 - logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate.
+- with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.records``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import ray
@@ -25,6 +27,8 @@ from tensordict import TensorDict
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
+                                 build_repair_records)
 from recipe.care.rgr import rgr_step_metrics
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
@@ -115,6 +119,7 @@ def compute_care_advantage_fields(
     config: CareConfig,
     keys: list | None = None,
     data_source: list | None = None,
+    records: Callable[..., None] | None = None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
@@ -122,7 +127,8 @@ def compute_care_advantage_fields(
     Padding rows (``is_padding``) are left out of every group and get zero advantages.
     ``data_source`` (one per row, ``None`` for a row without one) overrides the batch's column;
     rows without a source are counted (``care/rows_without_data_source``) and reported as
-    ``unknown`` in the per-source metrics.
+    ``unknown`` in the per-source metrics. ``records`` (``care.records``), when given, is called
+    with the step's per-row tensors to build and write the per-group / per-repair records.
     """
     if THINK_EMB not in data.keys():
         raise KeyError(
@@ -190,7 +196,11 @@ def compute_care_advantage_fields(
     metrics["care/reflected_rows"] = float(reflected.sum())
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
-    metrics.update(rgr_step_metrics([(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]))
+    rgr_rows = [(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]
+    metrics.update(rgr_step_metrics(rgr_rows))
+    if records is not None:
+        records(uid=uid[rows.numpy()], seq_adv=seq_adv, acc=acc, reflected=reflected, info=info,
+                think_len=spans.think_len, answer_len=spans.answer_len, rgr=rgr_rows)
     fields = TensorDict(
         {
             "advantages": response_to_nested(advantages, response_mask_nested),
@@ -219,7 +229,29 @@ class CarePPOTrainer(PPOTrainerSync):
 
     def __init__(self, config):
         self.care_config = care_config_from_omegaconf(config.get("care", {}))
+        records = RecordsConfig.from_config(config.get("care", {}).get("records", None))
+        self.care_records = RecordsWriter(records.directory(config.trainer.default_local_dir)) if records.enable else None
+        rgr_block = config.get("care", {}).get("rgr", None) or {}
+        self.care_rgr_settings = {key: rgr_block.get(key) for key in ("selector", "mode", "cue") if key in rgr_block}
         super().__init__(config)
+
+    def _write_care_records(self, *, uid, seq_adv, acc, reflected, info, think_len, answer_len, rgr) -> None:
+        """``care.records``: this step's per-group and per-repair JSON lines, built and written on the
+        writer's background thread (driver process); the tensors are not modified after this call."""
+        step, config, settings = self.global_steps, self.care_config, self.care_rgr_settings
+        self.care_records.submit(lambda: {
+            GROUPS_FILE: build_group_records(step, uid, seq_adv, acc, reflected, info, config),
+            REPAIRS_FILE: build_repair_records(step, uid, rgr, seq_adv, acc, reflected, think_len, answer_len,
+                                               info["group_id"], config, settings),
+        })
+
+    # verl 0.9.1 trainer_base.py fit(agent_loop_manager): returns after the last step (no on_train_end then)
+    def fit(self, *args, **kwargs):
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            if getattr(self, "care_records", None) is not None:
+                self.care_records.close()  # the last step's records are on disk before the run ends
 
     def _init_resource_pool_mgr(self):
         super()._init_resource_pool_mgr()
@@ -257,7 +289,8 @@ class CarePPOTrainer(PPOTrainerSync):
                 DATA_SOURCE, UNKNOWN_SOURCE,
             )
         fields, care_metrics = compute_care_advantage_fields(
-            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources
+            data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources,
+            records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)

@@ -5,6 +5,7 @@ Each run is a subprocess under a hard time limit (``ray.get`` can ignore pytest'
 assertions read verl's own step metrics, written by verl's file logger (one JSON line per step).
 """
 
+import json
 import math
 import os
 import subprocess
@@ -66,9 +67,24 @@ def assert_clip_split_by_sign(record: dict) -> None:
     assert 0 <= finite(record, "actor/token_frac/pos_adv") + finite(record, "actor/token_frac/neg_adv") <= 1 + 1e-6
 
 
+def assert_console_is_short_and_ends_with_a_summary(console: str, algo: str, workdir: Path) -> list[str]:
+    """The smoke's console: no known-harmless warnings, no verl 50-metric step lines, a closing summary."""
+    assert "engine is not available" not in console and "NUMA affinity" not in console
+    assert not any(line.count(" - ") > 10 for line in console.splitlines()), "verl's step lines belong in the log"
+    assert (workdir / "logs" / f"{algo}-run1.log").read_text().count("engine is not available") > 0  # still logged
+    summary = console[console.index("---- summary ----"):].splitlines()
+    assert len(summary) <= 16, summary
+    text = "\n".join(summary)
+    assert "stages: " in text and "report" in text
+    assert f"{algo}: " in text and " steps (1-" in text
+    assert "sampler vs policy: max |p_rollout - p_actor|" in text
+    assert f"report: {workdir / 'report' / 'index.md'}" in text
+    return summary
+
+
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
-    run_smoke(workdir, "--algo", "care", "--steps", "3")
+    console = run_smoke(workdir, "--algo", "care", "--steps", "3")
     run1 = read_metrics(workdir / "metrics" / "care-run1.jsonl")
     run2 = read_metrics(workdir / "metrics" / "care-run2.jsonl")
 
@@ -114,10 +130,27 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
         assert mixed <= eligible <= mixed + finite(record, "rgr/success"), f"step {record['step']}"
     assert sum(finite(r, "rgr/eligible") for r in records) > 0
 
+    # care.records (on in the smoke): one group line per group per step, a repair line per RGR try
+    record_dir = workdir / "checkpoints" / "care" / "care_records"
+    groups = [json.loads(line) for line in (record_dir / "groups.jsonl").read_text().splitlines()]
+    assert sorted({g["step"] for g in groups}) == [1, 2, 3] and len(groups) == 12
+    repairs = (record_dir / "repairs.jsonl").read_text().splitlines() if (record_dir / "repairs.jsonl").exists() else []
+    assert len(repairs) == sum(finite(r, "rgr/triggered") for r in records)
+
+    # the report and the closing summary
+    index = (workdir / "report" / "index.md").read_text()
+    for figure in ("signature", "failure_signal_share", "variance_ratio", "clip_by_sign", "group_mix", "k_prime_hist",
+                   "rgr", "accuracy", "step_time", "response_length"):
+        assert (workdir / "report" / f"{figure}.png").stat().st_size > 0 and f"({figure}.png)" in index
+    assert "groups (care.records)" in index, "the signature fit is over the group records"
+    summary = "\n".join(assert_console_is_short_and_ends_with_a_summary(console, "care", workdir))
+    assert "groups: 12 = " in summary and "anchored" in summary and "rescued" in summary
+    assert "RGR: " in summary and "repairs tried" in summary
+
 
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_grpo_baseline_runs_the_same_way(workdir):
-    run_smoke(workdir, "--algo", "grpo", "--steps", "2")
+    console = run_smoke(workdir, "--algo", "grpo", "--steps", "2")
     run1 = read_metrics(workdir / "metrics" / "grpo-run1.jsonl")
     run2 = read_metrics(workdir / "metrics" / "grpo-run2.jsonl")
     assert [r["step"] for r in run1] == [1] and [r["step"] for r in run2] == [2]
@@ -127,3 +160,10 @@ def test_grpo_baseline_runs_the_same_way(workdir):
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)  # the same diagnostics for the baseline
         assert not any(k.startswith("care/") for k in record["data"]), "GRPO must not run CARE's advantage step"
+    assert not (workdir / "checkpoints" / "grpo" / "care_records").exists()
+    assert_console_is_short_and_ends_with_a_summary(console, "grpo", workdir)
+    # the baseline joins the report next to the CARE run of the same workdir, when there is one
+    index = (workdir / "report" / "index.md").read_text()
+    assert "| grpo |" in index
+    if (workdir / "metrics" / "care-run1.jsonl").exists():
+        assert "| metric | care | grpo |" in index

@@ -42,7 +42,7 @@ def test_success_replaces_the_failure_in_place(tokenizer, reflect):
     assert out.rollout_tokens == sum(len(m.response_ids) for m in members)
     record = out.record("uid-1")
     assert record == {"group": "uid-1", "eligible": 1, "triggered": 1, "replaced": 1, "success": 1, "reason": "",
-                      "extra_tokens": out.extra_tokens, "rollout_tokens": out.rollout_tokens}
+                      "extra_tokens": out.extra_tokens, "rollout_tokens": out.rollout_tokens, "source": 1}
 
 
 def test_failed_repair_is_still_kept_and_flagged(tokenizer, reflect):
