@@ -132,7 +132,7 @@ def _fallback_id(source: str, split: str, index: int) -> str:
 
 def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0) -> Iterator[list[Record]]:
     """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held."""
-    wanted = REQUIRED_COLUMNS.get(source, ()) + OPTIONAL_COLUMNS.get(source, ())
+    wanted = (REQUIRED_COLUMNS.get(source) or EXCLUDE_COLUMNS.get(source, ())) + OPTIONAL_COLUMNS.get(source, ())
     columns = [c for c in dict.fromkeys(wanted) if c in table.columns]
     index = 0
     for chunk in table.batches(batch_size, columns):
@@ -193,7 +193,10 @@ def _bar(table: SplitTable, desc: str, limit: int, enabled: bool) -> tqdm:
 
 def index_excludes(inputs: Inputs, pool: WorkerPool, cfg: WorkerConfig, report: Report,
                    opts: BuildOptions) -> DedupIndex:
-    """Question keys and image hashes of every test-split row, for the overlap check."""
+    """Question keys and image hashes of every test-split row, for the overlap check.
+
+    ``opts`` needs only ``hash_distance``, ``batch_size`` and ``progress`` (build_sft passes its own).
+    """
     index = DedupIndex(opts.hash_distance)
     cfg = replace(cfg, index_only=True, store=None)
     for kind, table in inputs.excludes:
@@ -249,7 +252,7 @@ def build(opts: BuildOptions) -> Report:
     val = ShardWriter(opts.out, "val", file_name="val.parquet")
     holdout.write(val)
     train_files, val_files = train.close(), val.close()
-    written = _verify_files(train_files + val_files)
+    written = verify_files(train_files + val_files)
     by_source = {s: {"train": train.count_by_source.get(s, 0), "val": val.count_by_source.get(s, 0)}
                  for s in opts.sources}
     report.outputs = {"train_files": [os.path.basename(p) for p, _ in train_files],
@@ -286,12 +289,12 @@ def _admit(res, source: str, report: Report, test_index: DedupIndex, dedup: Dedu
     report.keep(source, res.resized)
 
 
-def _verify_files(files: list[tuple[str, int]]) -> int:
+def verify_files(files: list[tuple[str, int]], schema=OUTPUT_SCHEMA) -> int:
     """Re-read every file's footer: one schema everywhere, and the row count the writer claims."""
     total = 0
     for path, rows in files:
         meta = pq.read_metadata(path)
-        if not meta.schema.to_arrow_schema().equals(OUTPUT_SCHEMA, check_metadata=False):
+        if not meta.schema.to_arrow_schema().equals(schema, check_metadata=False):
             raise ReconciliationError(f"{path} does not have the declared output schema")
         if meta.num_rows != rows:
             raise ReconciliationError(f"{path} holds {meta.num_rows} rows, the writer wrote {rows}")
