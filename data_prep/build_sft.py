@@ -18,16 +18,12 @@ if not __package__:  # run as a script: import the package from the repo root, n
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.path.insert(0, _repo)
 
-from data_prep.report import ReconciliationError  # noqa: E402
+from data_prep.cli import add_image_and_dedup_args, add_output_and_execution_args, csv, run_build  # noqa: E402
 from data_prep.schema import SFT_SUBSETS  # noqa: E402
 from data_prep.sft_pipeline import DEFAULT_ID, SftOptions, build_sft  # noqa: E402
-from data_prep.sources import VISION_R1_FILES, VISION_R1_IMAGE_DIRS, SourceError  # noqa: E402
+from data_prep.sources import VISION_R1_FILES, VISION_R1_IMAGE_DIRS  # noqa: E402
 
 _DEFAULTS = SftOptions(out="")
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,40 +41,22 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--image-root", default=None, metavar="DIR",
                      help="folder the image paths in the files are relative to (default: the --vision-r1-cold "
                           "folder); the images come from LLaVA-CoT-100k and Mulberry-SFT, not from the hub repo")
-    src.add_argument("--subsets", type=_csv, default=_DEFAULTS.subsets, metavar="NAMES",
+    src.add_argument("--subsets", type=csv, default=_DEFAULTS.subsets, metavar="NAMES",
                      help=f"comma-separated files to use, from {', '.join(SFT_SUBSETS)}")
     ex = p.add_argument_group("benchmark overlap")
     ex.add_argument("--exclude", action="append", default=[], metavar="PATH_OR_ID",
                     help="an evaluation set (ChartQA- or Geometry3K-shaped, or any table with `question` and "
                          "`images` columns); rows whose question and image(s) match one of its rows are "
                          "dropped. Repeatable")
-    ex.add_argument("--exclude-splits", type=_csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
+    ex.add_argument("--exclude-splits", type=csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
                     help="splits of the --exclude inputs to index")
     flt = p.add_argument_group("filters")
     flt.add_argument("--text-only", choices=("keep", "drop"), default="keep", help="rows without an image")
-    flt.add_argument("--max-pixels", type=int, default=_DEFAULTS.max_pixels,
-                     help="images with more pixels are downscaled (aspect kept) to fit; 0 = never resize")
     flt.add_argument("--max-length", type=int, default=_DEFAULTS.max_length,
                      help="drop rows whose prompt + response (Qwen2.5-VL visual tokens included) would exceed "
                           "this many tokens (verl's data.max_length for SFT); 0 = no limit")
-    flt.add_argument("--tokenizer", default=None, metavar="PATH",
-                     help="a local tokenizer folder to count text tokens exactly; without it text tokens are "
-                          "estimated at 3 UTF-8 bytes per token (conservative)")
-    flt.add_argument("--hash-distance", type=int, default=_DEFAULTS.hash_distance,
-                     help="max Hamming distance between 256-bit perceptual hashes for two images to match")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    out.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
-    out.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="rows per training shard")
-    out.add_argument("--val-size", type=int, default=_DEFAULTS.val_size,
-                     help="rows held out (uniformly at random) into val.parquet")
-    out.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the hold-out draw")
-    run = p.add_argument_group("execution")
-    run.add_argument("--workers", type=int, default=_DEFAULTS.workers,
-                     help="processes decoding, resizing and hashing images (1 = in-process)")
-    run.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="rows per worker task")
-    run.add_argument("--limit", type=int, default=0, help="read only the first N rows of each file")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    add_image_and_dedup_args(flt, _DEFAULTS)
+    add_output_and_execution_args(p, _DEFAULTS)
     return p
 
 
@@ -90,19 +68,7 @@ def options_from_args(args: argparse.Namespace) -> SftOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        report = build_sft(options_from_args(args))
-    except SourceError as exc:
-        print(f"build_sft: error: {exc}", file=sys.stderr)
-        return 2
-    except ReconciliationError as exc:
-        print(f"build_sft: INTERNAL ERROR, output not trustworthy: {exc}", file=sys.stderr)
-        return 3
-    print(report.table())
-    outputs = report.outputs
-    print(f"\nwrote {outputs['train_rows']} training rows in {len(outputs['train_files'])} shard(s) and "
-          f"{outputs['val_rows']} validation rows to {args.out} (details: report.json, dropped.jsonl)")
-    return 0
+    return run_build("build_sft", build_sft, options_from_args(args), args.out)
 
 
 if __name__ == "__main__":

@@ -76,12 +76,21 @@ class Inputs:
 
 
 def _validate(opts: BuildOptions) -> None:
-    unknown = [s for s in opts.sources if s not in DATA_SOURCES]
-    if unknown or not opts.sources or len(set(opts.sources)) != len(opts.sources):
-        raise SourceError(f"--sources must list distinct names from {DATA_SOURCES}, got {opts.sources}")
+    check_names("--sources", opts.sources, DATA_SOURCES)
     if opts.chartqa_subset not in CHARTQA_SUBSETS:
         raise SourceError(f"--chartqa-subset must be one of {sorted(CHARTQA_SUBSETS)}")
-    for name in ("max_pixels", "max_prompt_tokens", "hash_distance", "shard_size", "val_size", "limit"):
+    check_counts(opts, ("max_pixels", "max_prompt_tokens", "hash_distance", "shard_size", "val_size", "limit"))
+
+
+def check_names(flag: str, names: list[str], allowed) -> None:
+    """A non-empty list of distinct names, each one of ``allowed``."""
+    if any(n not in allowed for n in names) or not names or len(set(names)) != len(names):
+        raise SourceError(f"{flag} must list distinct names from {tuple(allowed)}, got {names}")
+
+
+def check_counts(opts, non_negative: tuple[str, ...]) -> None:
+    """Numeric options: the given ones >= 0, ``batch_size`` >= 1."""
+    for name in non_negative:
         if getattr(opts, name) < 0:
             raise SourceError(f"--{name.replace('_', '-')} must be >= 0")
     if opts.batch_size < 1:
@@ -249,17 +258,22 @@ def build(opts: BuildOptions) -> Report:
         finally:
             pool.close()
 
-    val = ShardWriter(opts.out, "val", file_name="val.parquet")
+    return finish(opts.out, report, train, holdout, opts.sources)
+
+
+def finish(out: str, report: Report, train: ShardWriter, holdout: HoldOut, sources: list[str]) -> Report:
+    """Write the hold-out, close and re-read every file, reconcile the report, write report.json."""
+    val = ShardWriter(out, "val", file_name="val.parquet", schema=train.schema)
     holdout.write(val)
     train_files, val_files = train.close(), val.close()
-    written = verify_files(train_files + val_files)
+    written = verify_files(train_files + val_files, schema=train.schema)
     by_source = {s: {"train": train.count_by_source.get(s, 0), "val": val.count_by_source.get(s, 0)}
-                 for s in opts.sources}
+                 for s in sources}
     report.outputs = {"train_files": [os.path.basename(p) for p, _ in train_files],
                       "val_files": [os.path.basename(p) for p, _ in val_files],
                       "train_rows": train.rows_written, "val_rows": val.rows_written, "by_source": by_source}
     report.check(written_rows=written)
-    report.write_json(os.path.join(opts.out, "report.json"))
+    report.write_json(os.path.join(out, "report.json"))
     return report
 
 

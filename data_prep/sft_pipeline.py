@@ -13,8 +13,8 @@ from functools import partial
 
 from data_prep.cold_start import cold_start_record, process_sft_batch
 from data_prep.dedup import DedupIndex
-from data_prep.pipeline import (Inputs, WorkerPool, _admit, _bar, _counted, index_excludes, prepare_out_dir,
-                                record_batches, usable_cpus, verify_files)
+from data_prep.pipeline import (Inputs, WorkerPool, _admit, _bar, _counted, check_counts, check_names, finish,
+                                index_excludes, prepare_out_dir, record_batches, usable_cpus)
 from data_prep.process import WorkerConfig
 from data_prep.records import EXCLUDE_COLUMNS
 from data_prep.report import Report
@@ -49,14 +49,8 @@ class SftOptions:
 
 
 def _validate(opts: SftOptions) -> None:
-    unknown = [s for s in opts.subsets if s not in SFT_SUBSETS]
-    if unknown or not opts.subsets or len(set(opts.subsets)) != len(opts.subsets):
-        raise SourceError(f"--subsets must list distinct names from {SFT_SUBSETS}, got {opts.subsets}")
-    for name in ("max_pixels", "max_length", "hash_distance", "shard_size", "val_size", "limit"):
-        if getattr(opts, name) < 0:
-            raise SourceError(f"--{name.replace('_', '-')} must be >= 0")
-    if opts.batch_size < 1:
-        raise SourceError("--batch-size must be >= 1")
+    check_names("--subsets", opts.subsets, SFT_SUBSETS)
+    check_counts(opts, ("max_pixels", "max_length", "hash_distance", "shard_size", "val_size", "limit"))
 
 
 def build_sft(opts: SftOptions) -> Report:
@@ -95,15 +89,4 @@ def build_sft(opts: SftOptions) -> Report:
         finally:
             pool.close()
 
-    val = ShardWriter(opts.out, "val", file_name="val.parquet", schema=SFT_SCHEMA)
-    holdout.write(val)
-    train_files, val_files = train.close(), val.close()
-    written = verify_files(train_files + val_files, schema=SFT_SCHEMA)
-    by_source = {s: {"train": train.count_by_source.get(s, 0), "val": val.count_by_source.get(s, 0)}
-                 for s in opts.subsets}
-    report.outputs = {"train_files": [os.path.basename(p) for p, _ in train_files],
-                      "val_files": [os.path.basename(p) for p, _ in val_files],
-                      "train_rows": train.rows_written, "val_rows": val.rows_written, "by_source": by_source}
-    report.check(written_rows=written)
-    report.write_json(os.path.join(opts.out, "report.json"))
-    return report
+    return finish(opts.out, report, train, holdout, opts.subsets)
