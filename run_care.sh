@@ -5,6 +5,11 @@
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
 #                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
+#   bash run_care.sh --stage sft [key=value ...]          # cold-start SFT first (verl's SFT trainer, torchrun):
+#                                                         # SFT_DATA_DIR [data/care_sft] from data_prep/build_sft.py,
+#                                                         # MODEL_PATH, N_GPUS_PER_NODE, NNODES; writes a Hugging Face
+#                                                         # checkpoint at checkpoints/care-verl/sft_*/global_step_N/huggingface:
+#   MODEL_PATH=<that folder> bash run_care.sh ...         # then RL from it (--stage rl, the default)
 #
 # Environment (defaults in brackets):
 #   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
@@ -42,7 +47,18 @@ fi
 args=()
 dry_run=0
 smoke=0
+stage=rl
+expect_stage=0
 for arg in "$@"; do
+  if ((expect_stage == 1)); then
+    stage="$arg"
+    expect_stage=0
+    continue
+  fi
+  case "$arg" in
+    --stage) expect_stage=1; continue ;;
+    --stage=*) stage="${arg#--stage=}"; continue ;;
+  esac
   if [[ "$arg" == "--smoke" ]]; then
     smoke=1
     continue
@@ -56,6 +72,48 @@ if ((smoke == 1)); then
   # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
   # Remaining key=value arguments are verl/CARE overrides for those runs.
   exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" "${args[@]}"
+fi
+
+if [[ "$stage" != rl && "$stage" != sft ]]; then
+  echo "run_care.sh: --stage must be sft or rl (the default), got '$stage'" >&2
+  exit 2
+fi
+
+if [[ "$stage" == sft ]]; then
+  # Cold-start SFT (recipe/care/config/care_sft.yaml: verl's sft_trainer_engine + Vision-R1's values)
+  # through verl's own SFT trainer, one torchrun process per GPU.
+  SFT_DATA_DIR="${SFT_DATA_DIR:-data/care_sft}"
+  SFT_EXPERIMENT_NAME="${SFT_EXPERIMENT_NAME:-sft_qwen2_5_vl_7b}"
+  shopt -s nullglob
+  sft_shards=("$SFT_DATA_DIR"/train-*.parquet)
+  shopt -u nullglob
+  if ((${#sft_shards[@]} == 0)); then
+    if ((dry_run == 0)); then
+      echo "run_care.sh: no cold-start shards in $SFT_DATA_DIR (expected train-*.parquet)." >&2
+      echo "Build them first: python data_prep/build_sft.py --out $SFT_DATA_DIR   (or set SFT_DATA_DIR)" >&2
+      exit 2
+    fi
+    sft_shards=("$SFT_DATA_DIR/train-00000.parquet")
+  fi
+  sft_args=(
+    model.path="$MODEL_PATH"
+    data.train_files="[$(IFS=,; echo "${sft_shards[*]}")]"
+    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+    trainer.nnodes="$NNODES"
+    trainer.project_name="$PROJECT_NAME"
+    trainer.experiment_name="$SFT_EXPERIMENT_NAME"
+    trainer.logger="$LOGGER"
+  )
+  if ((dry_run == 1)); then
+    exec "$PYTHON" -m recipe.care.main_sft "${sft_args[@]}" "${args[@]}"  # args hold --dry-run
+  fi
+  launcher=(--standalone --nnodes=1)
+  if ((NNODES > 1)); then  # run this on every node with NODE_RANK set; MASTER_ADDR is node 0
+    launcher=(--nnodes="$NNODES" --node_rank="${NODE_RANK:?set NODE_RANK on each node}"
+              --master_addr="${MASTER_ADDR:?set MASTER_ADDR to node 0}" --master_port="${MASTER_PORT:-29500}")
+  fi
+  exec "$PYTHON" -m torch.distributed.run "${launcher[@]}" --nproc_per_node="$N_GPUS_PER_NODE" \
+    -m recipe.care.main_sft "${sft_args[@]}" "${args[@]}"
 fi
 
 # data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;

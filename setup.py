@@ -27,6 +27,7 @@ install_requires = [
     "pyarrow>=15",
     "pillow>=10",
     "imagehash>=4.3",
+    "ijson>=3.2",  # streams the cold-start set's JSON arrays (data_prep/build_sft.py)
     "tqdm>=4.66",
     "matplotlib>=3.8",  # python -m recipe.care.report (headless Agg backend)
 ]

@@ -18,17 +18,12 @@ if not __package__:  # run as a script: import the package from the repo root, n
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.path.insert(0, _repo)
 
+from data_prep.cli import add_image_and_dedup_args, add_output_and_execution_args, csv, run_build  # noqa: E402
 from data_prep.pipeline import DEFAULT_IDS, BuildOptions, build  # noqa: E402
 from data_prep.records import CHARTQA_SUBSETS  # noqa: E402
-from data_prep.report import ReconciliationError  # noqa: E402
 from data_prep.schema import CHARTQA, DATA_SOURCES, GEOMETRY3K, VIRL39K  # noqa: E402
-from data_prep.sources import SourceError  # noqa: E402
 
 _DEFAULTS = BuildOptions(out="")
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,23 +40,23 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--chartqa-subset", choices=sorted(CHARTQA_SUBSETS), default=_DEFAULTS.chartqa_subset,
                      help="ChartQA rows to use: human-written questions (human_or_machine=0, 7,398 in "
                           "train), machine-augmented ones, or all")
-    src.add_argument("--chartqa-splits", type=_csv, default=_DEFAULTS.chartqa_splits, metavar="SPLITS",
+    src.add_argument("--chartqa-splits", type=csv, default=_DEFAULTS.chartqa_splits, metavar="SPLITS",
                      help="comma-separated ChartQA splits to train on")
     src.add_argument("--geometry3k", default=DEFAULT_IDS[GEOMETRY3K], metavar="PATH_OR_ID",
                      help="Geometry3K: a datasets save_to_disk folder, a parquet file or folder, or a hub id")
-    src.add_argument("--geometry3k-splits", type=_csv, default=_DEFAULTS.geometry3k_splits, metavar="SPLITS",
+    src.add_argument("--geometry3k-splits", type=csv, default=_DEFAULTS.geometry3k_splits, metavar="SPLITS",
                      help="comma-separated Geometry3K splits to train on")
     src.add_argument("--virl39k", default=DEFAULT_IDS[VIRL39K], metavar="PATH_OR_ID",
                      help="ViRL39K: a folder with 39Krelease.parquet and images/ or images.zip (or the "
                           "parquet file itself), or the hub id (downloads those two files)")
-    src.add_argument("--sources", type=_csv, default=list(DATA_SOURCES), metavar="NAMES",
+    src.add_argument("--sources", type=csv, default=list(DATA_SOURCES), metavar="NAMES",
                      help="comma-separated sources to include, in dedup priority order: a duplicate is "
                           "kept from the first source listed")
     ex = p.add_argument_group("test-set exclusion")
     ex.add_argument("--exclude", action="append", default=[], metavar="PATH_OR_ID",
                     help="a ChartQA or Geometry3K test set (detected from its columns); training rows whose "
                          "question and image match one of its rows are dropped. Repeatable")
-    ex.add_argument("--exclude-splits", type=_csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
+    ex.add_argument("--exclude-splits", type=csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
                     help="splits of --exclude inputs (and of the inputs themselves, see below) to exclude")
     ex.add_argument("--no-auto-exclude", dest="auto_exclude", action="store_false",
                     help="do not also exclude the --exclude-splits of the --chartqa and --geometry3k inputs "
@@ -69,31 +64,11 @@ def parser() -> argparse.ArgumentParser:
     flt = p.add_argument_group("filters")
     flt.add_argument("--text-only", choices=("keep", "drop"), default="keep",
                      help="what to do with rows without an image (ViRL39K's DeepScaleR rows)")
-    flt.add_argument("--max-pixels", type=int, default=_DEFAULTS.max_pixels,
-                     help="images with more pixels are downscaled (aspect kept) to fit; smaller ones keep "
-                          "their original bytes; 0 = never resize")
     flt.add_argument("--max-prompt-tokens", type=int, default=_DEFAULTS.max_prompt_tokens,
                      help="drop rows whose prompt (instruction + question + Qwen2.5-VL visual tokens) "
                           "would exceed this many tokens (verl's max_prompt_length); 0 = no limit")
-    flt.add_argument("--tokenizer", default=None, metavar="PATH",
-                     help="a local tokenizer folder to count text tokens exactly; without it text tokens "
-                          "are estimated at 3 UTF-8 bytes per token (conservative)")
-    flt.add_argument("--hash-distance", type=int, default=_DEFAULTS.hash_distance,
-                     help="max Hamming distance between 256-bit perceptual hashes for two images to count "
-                          "as the same picture (with the same normalised question)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    out.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
-    out.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="rows per training shard")
-    out.add_argument("--val-size", type=int, default=_DEFAULTS.val_size,
-                     help="rows held out (uniformly at random, after dedup) into val.parquet")
-    out.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the hold-out draw")
-    run = p.add_argument_group("execution")
-    run.add_argument("--workers", type=int, default=_DEFAULTS.workers,
-                     help="processes decoding, resizing and hashing images (1 = in-process)")
-    run.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="rows per worker task")
-    run.add_argument("--limit", type=int, default=0, help="read only the first N rows of each split (smoke runs)")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    add_image_and_dedup_args(flt, _DEFAULTS)
+    add_output_and_execution_args(p, _DEFAULTS)
     return p
 
 
@@ -105,19 +80,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        report = build(options_from_args(args))
-    except SourceError as exc:
-        print(f"build_mix: error: {exc}", file=sys.stderr)
-        return 2
-    except ReconciliationError as exc:
-        print(f"build_mix: INTERNAL ERROR, output not trustworthy: {exc}", file=sys.stderr)
-        return 3
-    print(report.table())
-    outputs = report.outputs
-    print(f"\nwrote {outputs['train_rows']} training rows in {len(outputs['train_files'])} shard(s) and "
-          f"{outputs['val_rows']} validation rows to {args.out} (details: report.json, dropped.jsonl)")
-    return 0
+    return run_build("build_mix", build, options_from_args(args), args.out)
 
 
 if __name__ == "__main__":

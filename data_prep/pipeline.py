@@ -76,12 +76,21 @@ class Inputs:
 
 
 def _validate(opts: BuildOptions) -> None:
-    unknown = [s for s in opts.sources if s not in DATA_SOURCES]
-    if unknown or not opts.sources or len(set(opts.sources)) != len(opts.sources):
-        raise SourceError(f"--sources must list distinct names from {DATA_SOURCES}, got {opts.sources}")
+    check_names("--sources", opts.sources, DATA_SOURCES)
     if opts.chartqa_subset not in CHARTQA_SUBSETS:
         raise SourceError(f"--chartqa-subset must be one of {sorted(CHARTQA_SUBSETS)}")
-    for name in ("max_pixels", "max_prompt_tokens", "hash_distance", "shard_size", "val_size", "limit"):
+    check_counts(opts, ("max_pixels", "max_prompt_tokens", "hash_distance", "shard_size", "val_size", "limit"))
+
+
+def check_names(flag: str, names: list[str], allowed) -> None:
+    """A non-empty list of distinct names, each one of ``allowed``."""
+    if any(n not in allowed for n in names) or not names or len(set(names)) != len(names):
+        raise SourceError(f"{flag} must list distinct names from {tuple(allowed)}, got {names}")
+
+
+def check_counts(opts, non_negative: tuple[str, ...]) -> None:
+    """Numeric options: the given ones >= 0, ``batch_size`` >= 1."""
+    for name in non_negative:
         if getattr(opts, name) < 0:
             raise SourceError(f"--{name.replace('_', '-')} must be >= 0")
     if opts.batch_size < 1:
@@ -132,7 +141,7 @@ def _fallback_id(source: str, split: str, index: int) -> str:
 
 def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0) -> Iterator[list[Record]]:
     """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held."""
-    wanted = REQUIRED_COLUMNS.get(source, ()) + OPTIONAL_COLUMNS.get(source, ())
+    wanted = (REQUIRED_COLUMNS.get(source) or EXCLUDE_COLUMNS.get(source, ())) + OPTIONAL_COLUMNS.get(source, ())
     columns = [c for c in dict.fromkeys(wanted) if c in table.columns]
     index = 0
     for chunk in table.batches(batch_size, columns):
@@ -193,7 +202,10 @@ def _bar(table: SplitTable, desc: str, limit: int, enabled: bool) -> tqdm:
 
 def index_excludes(inputs: Inputs, pool: WorkerPool, cfg: WorkerConfig, report: Report,
                    opts: BuildOptions) -> DedupIndex:
-    """Question keys and image hashes of every test-split row, for the overlap check."""
+    """Question keys and image hashes of every test-split row, for the overlap check.
+
+    ``opts`` needs only ``hash_distance``, ``batch_size`` and ``progress`` (build_sft passes its own).
+    """
     index = DedupIndex(opts.hash_distance)
     cfg = replace(cfg, index_only=True, store=None)
     for kind, table in inputs.excludes:
@@ -246,17 +258,22 @@ def build(opts: BuildOptions) -> Report:
         finally:
             pool.close()
 
-    val = ShardWriter(opts.out, "val", file_name="val.parquet")
+    return finish(opts.out, report, train, holdout, opts.sources)
+
+
+def finish(out: str, report: Report, train: ShardWriter, holdout: HoldOut, sources: list[str]) -> Report:
+    """Write the hold-out, close and re-read every file, reconcile the report, write report.json."""
+    val = ShardWriter(out, "val", file_name="val.parquet", schema=train.schema)
     holdout.write(val)
     train_files, val_files = train.close(), val.close()
-    written = _verify_files(train_files + val_files)
+    written = verify_files(train_files + val_files, schema=train.schema)
     by_source = {s: {"train": train.count_by_source.get(s, 0), "val": val.count_by_source.get(s, 0)}
-                 for s in opts.sources}
+                 for s in sources}
     report.outputs = {"train_files": [os.path.basename(p) for p, _ in train_files],
                       "val_files": [os.path.basename(p) for p, _ in val_files],
                       "train_rows": train.rows_written, "val_rows": val.rows_written, "by_source": by_source}
     report.check(written_rows=written)
-    report.write_json(os.path.join(opts.out, "report.json"))
+    report.write_json(os.path.join(out, "report.json"))
     return report
 
 
@@ -286,12 +303,12 @@ def _admit(res, source: str, report: Report, test_index: DedupIndex, dedup: Dedu
     report.keep(source, res.resized)
 
 
-def _verify_files(files: list[tuple[str, int]]) -> int:
+def verify_files(files: list[tuple[str, int]], schema=OUTPUT_SCHEMA) -> int:
     """Re-read every file's footer: one schema everywhere, and the row count the writer claims."""
     total = 0
     for path, rows in files:
         meta = pq.read_metadata(path)
-        if not meta.schema.to_arrow_schema().equals(OUTPUT_SCHEMA, check_metadata=False):
+        if not meta.schema.to_arrow_schema().equals(schema, check_metadata=False):
             raise ReconciliationError(f"{path} does not have the declared output schema")
         if meta.num_rows != rows:
             raise ReconciliationError(f"{path} holds {meta.num_rows} rows, the writer wrote {rows}")

@@ -30,6 +30,7 @@ class WorkerConfig:
     tokenizer: str | None = None
     store: img.ImageStore | None = None
     index_only: bool = False  # test-split rows: only the dedup key is needed
+    max_sequence_tokens: int = 0  # cold-start rows: prompt + response budget (verl's SFT max_length); 0 = none
 
 
 @dataclass
@@ -58,30 +59,42 @@ def _text_tokens(text: str, tokenizer: str | None) -> int:
     return len(_TOKENIZERS[tokenizer](text, add_special_tokens=False)["input_ids"])
 
 
-def process_record(rec: Record, cfg: WorkerConfig) -> Result:
-    res = Result(rec.source, rec.id)
+@dataclass
+class LoadedRow:
+    """A row that passed the shared checks: its question (placeholders fixed) and re-encoded images."""
+
+    question: str
+    encoded: list[bytes]
+    sizes: list[tuple[int, int]]
+
+
+def load_row(rec: Record, cfg: WorkerConfig, res: Result) -> LoadedRow | None:
+    """The checks every build shares: question, answer, placeholders, image decode/hash/downscale.
+
+    Fills ``res`` (drop reason, question key, hashes, resized count); returns None when dropped.
+    """
     if rec.drop is not None:
         res.reason, res.detail = rec.drop
-        return res
+        return None
     if not isinstance(rec.question, str) or not rec.question.strip():
         res.reason, res.detail = MISSING_FIELD, "question is empty or not text"
-        return res
+        return None
     if not cfg.index_only and not rec.labels:
         res.reason, res.detail = EMPTY_ANSWER, "answer is empty"
-        return res
+        return None
     n_images = len(rec.images)
     if n_images == 0:
         if IMAGE_PLACEHOLDER in rec.question:
             res.reason, res.detail = MISSING_IMAGE, "question has <image> but the row has no image"
-            return res
+            return None
         if not cfg.keep_text_only:
             res.reason, res.detail = TEXT_ONLY, "no image (--text-only drop)"
-            return res
+            return None
     question = fix_placeholders(rec.question, n_images)
     if question is None:
         res.reason = PLACEHOLDER_MISMATCH
         res.detail = f"{rec.question.count(IMAGE_PLACEHOLDER)} <image> in the text for {n_images} image(s)"
-        return res
+        return None
     res.question_key = normalise_question(question)
 
     encoded, sizes, hashes = [], [], []
@@ -97,17 +110,29 @@ def process_record(rec: Record, cfg: WorkerConfig) -> Result:
                 res.resized += int(resized)
         except img.ImageError as exc:
             res.reason, res.detail = exc.reason, f"image {position}: {exc.detail}"
-            return res
+            return None
         except Exception as exc:  # an unusual mode PIL cannot convert/resize: still a bad image, not a crash
             res.reason, res.detail = CORRUPT_IMAGE, f"image {position}: {type(exc).__name__}: {exc}"
-            return res
+            return None
     res.hashes = tuple(hashes)
-    if cfg.index_only:
+    return LoadedRow(question, encoded, sizes)
+
+
+def prompt_tokens(text: str, sizes: list[tuple[int, int]], cfg: WorkerConfig) -> int:
+    """Tokens of a chat turn holding ``text`` and images of ``sizes`` (Qwen2.5-VL visual tokens)."""
+    return (_text_tokens(text, cfg.tokenizer) + CHAT_OVERHEAD_TOKENS
+            + sum(img.visual_tokens(w, h, cfg.max_pixels) + PER_IMAGE_OVERHEAD_TOKENS for w, h in sizes))
+
+
+def process_record(rec: Record, cfg: WorkerConfig) -> Result:
+    res = Result(rec.source, rec.id)
+    loaded = load_row(rec, cfg, res)
+    if loaded is None or cfg.index_only:
         return res
+    question, encoded, sizes = loaded.question, loaded.encoded, loaded.sizes
 
     if cfg.max_prompt_tokens > 0:
-        tokens = (_text_tokens(user_content(question), cfg.tokenizer) + CHAT_OVERHEAD_TOKENS
-                  + sum(img.visual_tokens(w, h, cfg.max_pixels) + PER_IMAGE_OVERHEAD_TOKENS for w, h in sizes))
+        tokens = prompt_tokens(user_content(question), sizes, cfg)
         if tokens > cfg.max_prompt_tokens:
             res.reason, res.detail = OVER_BUDGET, f"~{tokens} prompt tokens > {cfg.max_prompt_tokens}"
             return res

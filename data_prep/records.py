@@ -8,21 +8,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_prep.prompts import clean_labels, parse_choices, strip_boxed
-from data_prep.schema import CHARTQA, GEOMETRY3K, MISSING_FIELD, NOT_IN_SUBSET, VIRL39K
+from data_prep.schema import (BENCHMARK, CHARTQA, GEOMETRY3K, LLAVA_COT, MISSING_FIELD, MULBERRY, NOT_IN_SUBSET,
+                              VIRL39K)
 
 # Columns a whole source must have (checked before any work) and optional ones used when present.
 REQUIRED_COLUMNS = {
     CHARTQA: ("image", "query", "label"),
     GEOMETRY3K: ("images", "problem", "answer"),
     VIRL39K: ("question", "answer", "image"),
+    # Vision-R1-cold (sharegpt): one user and one assistant turn; images in `image` (LLaVA-CoT file,
+    # one path) or `images` (Mulberry file, a list), relative to the dataset folder.
+    LLAVA_COT: ("conversations",),
+    MULBERRY: ("conversations",),
 }
 OPTIONAL_COLUMNS = {
+    LLAVA_COT: ("id", "image", "images"),
+    MULBERRY: ("id", "image", "images"),
+    BENCHMARK: ("id",),
     CHARTQA: ("human_or_machine",),
     GEOMETRY3K: ("id", "choices"),
     VIRL39K: ("qid", "category", "source"),
 }
 # For test-split exclusion only the question and the image(s) matter.
-EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem")}
+# BENCHMARK: any other test set written with a `question` and an `images` list (issue 13's sets).
+EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem"), BENCHMARK: ("images", "question")}
 
 CHARTQA_SUBSETS = {"human": (0,), "augmented": (1,), "all": (0, 1)}
 CHARTQA_ORIGIN = {0: "human", 1: "augmented"}
@@ -43,6 +52,7 @@ class Record:
     origin: str = ""
     category: str = ""
     choices: list[str] = field(default_factory=list)
+    reasoning: str = ""  # cold-start rows: the reasoning that goes inside <think>
     # Set when the row is dropped before any image work: (reason, detail).
     drop: tuple[str, str] | None = None
 
@@ -136,7 +146,8 @@ def exclude_record(kind: str, row: dict, split: str, index: int) -> Record:
         image = _hf_image_ref(row.get("image"))
         refs = [image]
     else:
-        rec = Record(GEOMETRY3K, f"{split}/{row.get('id', index)}", split, question=row.get("problem"))
+        question = row.get("problem") if kind == GEOMETRY3K else row.get("question")
+        rec = Record(kind, f"{split}/{row.get('id', index)}", split, question=question)
         refs = [_hf_image_ref(v) for v in (row.get("images") or [])]
     if rec.question is None or not refs or any(ref is None for ref in refs):
         return _missing(rec, "question or image")

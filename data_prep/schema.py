@@ -46,6 +46,36 @@ OUTPUT_SCHEMA = pa.schema(
     ]
 )
 
+# The cold-start SFT set (data_prep/build_sft.py): Vision-R1-cold's two files, each a report source.
+VISION_R1_COLD = "vision_r1_cold"  # the data_source of every SFT row
+LLAVA_COT, MULBERRY = "llava_cot", "mulberry"
+SFT_SUBSETS = (LLAVA_COT, MULBERRY)
+# Test sets of other benchmarks (issue 13 writes them): a question and its images, nothing else needed.
+BENCHMARK = "benchmark"
+
+# verl's MultiTurnSFTDataset: `messages` (chat turns; the user text holds one "<image>" per entry of
+# `images`) and `images` (same struct as the RL shards, so verl's process_image reads the bytes).
+SFT_SCHEMA = pa.schema(
+    [
+        pa.field("data_source", pa.string(), nullable=False),
+        pa.field("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])), nullable=False),
+        pa.field("images", pa.list_(pa.struct([("bytes", pa.binary())])), nullable=False),
+        pa.field(
+            "extra_info",
+            pa.struct(
+                [
+                    ("index", pa.int64()),  # position in its output split
+                    ("source", pa.string()),  # llava_cot / mulberry
+                    ("id", pa.string()),  # the row's id (or position) in its file
+                    ("question", pa.string()),  # the question without the instruction
+                    ("answer", pa.string()),  # the final answer put inside <answer>
+                ]
+            ),
+            nullable=False,
+        ),
+    ]
+)
+
 # Drop reasons, in the order the report prints them.
 NOT_IN_SUBSET = "not_in_subset"
 MISSING_FIELD = "missing_field"
@@ -59,10 +89,12 @@ OVER_BUDGET = "over_budget"
 TEST_OVERLAP = "test_overlap"
 DUPLICATE_WITHIN = "duplicate_within_source"
 DUPLICATE_ACROSS = "duplicate_across_sources"
+# cold-start rows: no reasoning span or no final answer could be located in the assistant turn
+ANSWER_NOT_FOUND = "answer_not_found"
 
 DROP_REASONS = (
-    NOT_IN_SUBSET, MISSING_FIELD, EMPTY_ANSWER, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE,
+    NOT_IN_SUBSET, MISSING_FIELD, EMPTY_ANSWER, ANSWER_NOT_FOUND, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE,
     PLACEHOLDER_MISMATCH, TEXT_ONLY, OVER_BUDGET, TEST_OVERLAP, DUPLICATE_WITHIN, DUPLICATE_ACROSS,
 )
 # Reasons caused by bad input rather than by a choice: each is listed with its row id in the report.
-BAD_INPUT_REASONS = (MISSING_FIELD, EMPTY_ANSWER, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE, PLACEHOLDER_MISMATCH)
+BAD_INPUT_REASONS = (MISSING_FIELD, EMPTY_ANSWER, ANSWER_NOT_FOUND, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE, PLACEHOLDER_MISMATCH)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from data_prep.images import ImageStore
 from data_prep.records import REQUIRED_COLUMNS
-from data_prep.schema import CHARTQA, GEOMETRY3K, VIRL39K
+from data_prep.schema import BENCHMARK, CHARTQA, GEOMETRY3K, VIRL39K
 
 VIRL_PARQUET = "39Krelease.parquet"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -239,5 +239,109 @@ def exclude_kind(table: SplitTable) -> str:
         return CHARTQA
     if {"problem", "images"} <= cols:
         return GEOMETRY3K
+    if {"question", "images"} <= cols:
+        return BENCHMARK
     raise SourceError(f"{table.label} (split {table.split}): columns {sorted(cols)} look like neither ChartQA "
-                      f"(query, image) nor Geometry3K (problem, images)")
+                      f"(query, image), Geometry3K (problem, images) nor a benchmark set (question, images)")
+
+
+class JsonSplit(SplitTable):
+    """A JSON array file (Vision-R1-cold ships two) or a JSON-lines file, streamed row by row.
+
+    ``json.load`` would hold the whole file (~1 GB of reasoning text) in memory; ``ijson`` walks the
+    array item by item. Rows are counted in a first streaming pass so progress bars and ``--limit``
+    know the total. A syntax error mid-file turns the rest of the file into one Unreadable run.
+    """
+
+    def __init__(self, path: str, label: str, split: str):
+        self.path, self.label, self.split = path, label, split
+        self.lines = path.endswith((".jsonl", ".ndjson"))
+        self.columns, self.num_rows = [], 0
+        seen: dict[str, None] = {}
+        try:
+            for row in self._rows():
+                self.num_rows += 1
+                if isinstance(row, dict) and len(seen) < 64:
+                    seen.update(dict.fromkeys(row))
+        except Exception as exc:
+            raise SourceError(f"{label}: cannot parse {path} as {'JSON lines' if self.lines else 'a JSON array'}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        self.columns = list(seen)
+
+    def _rows(self):
+        if self.lines:
+            import json
+
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        yield json.loads(line)
+            return
+        import ijson
+
+        with open(self.path, "rb") as fh:
+            yield from ijson.items(fh, "item", use_float=True)
+
+    def batches(self, batch_size, columns):
+        batch, done = [], 0
+        try:
+            for row in self._rows():
+                batch.append({c: row.get(c) for c in columns} if isinstance(row, dict) else {})
+                if len(batch) >= batch_size:
+                    done += len(batch)
+                    yield batch
+                    batch = []
+        except Exception as exc:  # the file changed since it was counted
+            if batch:
+                done += len(batch)
+                yield batch
+                batch = []
+            yield Unreadable(self.num_rows - done, f"{self.path}: {type(exc).__name__}: {exc}")
+            return
+        if batch:
+            yield batch
+
+
+# Vision-R1-cold's files, by subset, and the image folder its README puts each subset's images in.
+VISION_R1_FILES = {"llava_cot": "vision_r1_llava_cot_full.json", "mulberry": "vision_r1_mulberry_sft_full.json"}
+VISION_R1_IMAGE_DIRS = {"llava_cot": "llava_cot_images", "mulberry": "mulberry_images"}
+
+
+@dataclass
+class ColdStartInput:
+    tables: dict[str, JsonSplit]  # subset -> its file
+    image_root: str  # image paths in the files are relative to this folder (LLaMA-Factory's dataset_dir)
+
+
+def open_vision_r1_cold(spec: str, subsets: list[str], image_root: str | None = None,
+                        label: str = "--vision-r1-cold") -> ColdStartInput:
+    """A folder with Vision-R1-cold's JSON files (and its image folders), or the hub id.
+
+    The hub repository holds only the JSON files: the images come from LLaVA-CoT-100k and
+    Mulberry-SFT and must be unpacked under ``image_root`` (default: the folder itself).
+    """
+    spec = os.path.expanduser(spec)
+    if not os.path.exists(spec) and _looks_like_hub_id(spec):
+        try:
+            from huggingface_hub import snapshot_download
+
+            spec = snapshot_download(repo_id=spec, repo_type="dataset",
+                                     allow_patterns=[VISION_R1_FILES[s] for s in subsets])
+        except Exception as exc:
+            raise SourceError(f"{label}: {spec} is not a local folder, and downloading it from the Hugging "
+                              f"Face hub failed: {type(exc).__name__}: {exc}") from None
+    if not os.path.isdir(spec):
+        raise SourceError(f"{label}: {spec} is not a folder (expected one holding "
+                          f"{', '.join(VISION_R1_FILES[s] for s in subsets)})")
+    root = os.path.expanduser(image_root) if image_root else spec
+    if not os.path.isdir(root):
+        raise SourceError(f"--image-root: {root} is not a folder")
+    tables = {}
+    for subset in subsets:
+        path = os.path.join(spec, VISION_R1_FILES[subset])
+        if not os.path.isfile(path):
+            raise SourceError(f"{label}: {spec} has no {VISION_R1_FILES[subset]} (subset {subset}); "
+                              f"choose others with --subsets")
+        tables[subset] = JsonSplit(path, f"{label} {VISION_R1_FILES[subset]}", "train")
+        check_columns([tables[subset]], REQUIRED_COLUMNS[subset], tables[subset].label)
+    return ColdStartInput(tables, root)

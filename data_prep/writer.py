@@ -16,11 +16,13 @@ ROW_GROUP_ROWS = 64  # rows buffered before a write: bounds memory to a few doze
 class ShardWriter:
     """Writes rows to ``{prefix}-00000.parquet``, ``{prefix}-00001.parquet``, ... (or one ``file_name``).
 
-    Every shard uses :data:`OUTPUT_SCHEMA`; ``extra_info.index`` is the row's position in the split.
+    Every shard uses ``schema`` (the RL shards' :data:`OUTPUT_SCHEMA` unless given);
+    ``extra_info.index`` is the row's position in the split.
     """
 
-    def __init__(self, out_dir: str, prefix: str, shard_rows: int = 0, file_name: str | None = None):
-        self.out_dir, self.prefix, self.file_name = out_dir, prefix, file_name
+    def __init__(self, out_dir: str, prefix: str, shard_rows: int = 0, file_name: str | None = None,
+                 schema=OUTPUT_SCHEMA):
+        self.out_dir, self.prefix, self.file_name, self.schema = out_dir, prefix, file_name, schema
         self.shard_rows = shard_rows if shard_rows > 0 and file_name is None else 0
         self.rows_written = 0
         self.files: list[tuple[str, int]] = []  # (path, rows)
@@ -49,9 +51,9 @@ class ShardWriter:
             return
         if self._writer is None:
             path = self._path()
-            self._writer = pq.ParquetWriter(path, OUTPUT_SCHEMA)
+            self._writer = pq.ParquetWriter(path, self.schema)
             self.files.append((path, 0))
-        table = pa.Table.from_pylist(self._buffer, schema=OUTPUT_SCHEMA)
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
         self._writer.write_table(table)
         self._in_shard += len(self._buffer)
         path, rows = self.files[-1]
@@ -68,7 +70,7 @@ class ShardWriter:
             self._writer = None
         if not self.files:  # an empty split still gets a (schema-only) file, so configs can name it
             path = self._path()
-            pq.write_table(OUTPUT_SCHEMA.empty_table(), path)
+            pq.write_table(self.schema.empty_table(), path)
             self.files.append((path, 0))
         return self.files
 

@@ -5,14 +5,19 @@
 
 What it does, with no GPU and no network:
 
-1. **Tiny model**: the random tiny Qwen2.5-VL of :mod:`recipe.care.tiny_models` (real Qwen2.5
-   vocabulary, real processor and chat template), then a short **supervised warm-up** (plain
-   transformers, a few hundred optimiser steps, ~1 min) on the training prompts with responses in
-   CARE's format ``<think>...</think><answer>N</answer>``. A random model never answers correctly,
-   so without it every group is all-wrong and the reward is invisible; after it, sampled answers
-   are right some of the time, so groups are mixed (CARE's anchored path) as well as all-wrong
-   (the rescue). The questions are countable (bars in a chart, a number printed in a triangle) and
-   the warm-up stops short of memorising, so the policy still has something to learn.
+1. **Tiny model, cold-start SFT**: the random tiny Qwen2.5-VL of :mod:`recipe.care.tiny_models`
+   (real Qwen2.5 vocabulary, real processor and chat template), fine-tuned by the pipeline's own
+   cold-start stage: a tiny Vision-R1-cold look-alike (two sharegpt JSON files and image folders,
+   drawn with PIL) goes through the real ``data_prep/build_sft.py`` (rewritten into
+   ``<think>...</think><answer>N</answer>`` with the RL instruction), then verl's own SFT trainer
+   (``torchrun -m recipe.care.main_sft``, the recipe's ``care_sft.yaml`` at tiny scale, FSDP2 on
+   gloo) trains it and saves the Hugging Face checkpoint the CARE runs start from; its metrics go
+   through verl's file logger to ``<workdir>/metrics/sft.jsonl``. A random model never answers
+   correctly, so without this every group is all-wrong and the reward is invisible; after it,
+   sampled answers are right some of the time, so groups are mixed (CARE's anchored path) as well
+   as all-wrong (the rescue). The questions are countable (bars in a chart, a number printed in a
+   triangle) on other pictures than the RL set's, and the SFT stops short of memorising, so the
+   policy still has something to learn.
 2. **Tiny data**: ChartQA- and Geometry3K-shaped datasets drawn with PIL (like
    ``tests/data_prep``), saved with ``datasets.save_to_disk`` and turned into verl parquet by the
    real ``data_prep/build_mix.py``.
@@ -50,12 +55,15 @@ GEOMETRY_QUESTION = "<image>What number is written inside the triangle?"
 # Smoke sizes (the issue: batch 2-4 prompts, n = 5-6 >= 1 + K, short responses, 2-3 steps).
 RGR_MANAGER = "recipe.care.agent_loop.CareAgentLoopManager"
 BATCH, ROLLOUT_N, CARE_K, CARE_M = 4, 6, 2, 3
-# Warm-up steps, measured by sampling 6 answers per training prompt at temperature 1: 100 steps
-# gave 20% accuracy with 47% of groups mixed (a step of 4 groups then has no mixed group ~8% of
-# the time); 200 steps (~1 min) gave 25%, 76% mixed, 24% all-wrong: both CARE paths in most steps;
-# 300 steps gave 44%, 82% mixed, only 12% all-wrong (few rescues left to see).
-WARMUP_STEPS = 200
+# Cold-start SFT of the random tiny model through verl's SFT trainer (replaces the former
+# hand-written warm-up: 200 steps of 1 example at lr 3e-3 gave 25% accuracy, 76% mixed groups).
+# Steps measured with benchmarks/smoke_warmup_accuracy.py (6 answers per training prompt at
+# temperature 1): see SFT_STEPS's comment there and in the README.
+SFT_STEPS = 100
+SFT_BATCH = 2
+SFT_LR = 3e-3
 MAX_PROMPT, MAX_RESPONSE = 320, 48
+SFT_MAX_LENGTH = MAX_PROMPT + MAX_RESPONSE
 
 
 def log(msg: str) -> None:
@@ -125,6 +133,66 @@ def write_fixtures(root: Path, n_chart: int = 12, n_geo: int = 12, seed: int = 0
     return paths
 
 
+# Vision-R1-cold's layout (data_prep/cold_start.py): two sharegpt JSON files, image paths relative to
+# the folder. The assistant turn is R1-style, reasoning in <think> then "Final Answer: N";
+# build_sft.py rewrites it into CARE's format.
+COLD_START_RESPONSE = "<think>\ncount\n</think>\n\nFinal Answer: {answer}"
+
+
+def write_cold_start_fixture(root: Path, parquet_files: list[str]) -> Path:
+    """A tiny Vision-R1-cold look-alike made from the RL training rows (their pictures and answers).
+
+    Charts go to the LLaVA-CoT file (``image``: one path, human/gpt turns), triangles to the Mulberry
+    file (``images``: a list, user/assistant turns), each picture saved under the subset's image
+    folder, the answer in an R1-style response. Like the former warm-up, the cold start sees the RL
+    training pictures: with other pictures the 10M-parameter model cannot learn to count, so its
+    accuracy (and the share of mixed groups) would rest on guessing alone.
+    """
+    import pyarrow.parquet as pq
+
+    files = {"chartqa": ("vision_r1_llava_cot_full.json", "llava_cot_images"),
+             "geometry3k": ("vision_r1_mulberry_sft_full.json", "mulberry_images")}
+    rows = {name: [] for name in files}
+    for path in parquet_files:
+        for row in pq.read_table(path).to_pylist():
+            source, info = row["data_source"], row["extra_info"]
+            _, image_dir = files[source]
+            rels = []
+            for k, image in enumerate(row["images"]):
+                rel = f"{image_dir}/{source}/{info['id'].replace('/', '_')}-{k}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_bytes(image["bytes"])
+                rels.append(rel)
+            reply = COLD_START_RESPONSE.format(answer=info["answer"])
+            if source == "chartqa":
+                rows[source].append({"id": info["id"], "image": rels[0], "conversations": [
+                    {"from": "human", "value": info["question"]}, {"from": "gpt", "value": reply}]})
+            else:
+                rows[source].append({"images": rels, "conversations": [
+                    {"from": "user", "value": info["question"]}, {"from": "assistant", "value": reply}]})
+    for source, (name, _) in files.items():
+        (root / name).write_text(json.dumps(rows[source]))
+    return root
+
+
+def build_sft_data(workdir: Path, tokenizer_dir: Path, python: str, rl_train_files: list[str]) -> Path:
+    """Cold-start fixtures -> ``data_prep/build_sft.py`` -> SFT parquet; returns its folder."""
+    out = workdir / "sft_data"
+    if not (out / "report.json").exists():
+        fixtures = write_cold_start_fixture(workdir / "fixtures" / "vision_r1_cold", rl_train_files)
+        cmd = [python, str(REPO / "data_prep" / "build_sft.py"), "--vision-r1-cold", str(fixtures),
+               "--out", str(out), "--overwrite", "--tokenizer", str(tokenizer_dir),
+               "--max-length", str(SFT_MAX_LENGTH), "--workers", "1", "--no-progress"]
+        log("building the cold-start set: " + " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_sft.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    train = sorted(out.glob("train-*.parquet"))
+    if not train:
+        raise RuntimeError(f"build_sft.py wrote no train-*.parquet into {out}")
+    return out
+
+
 def build_data(workdir: Path, tokenizer_dir: Path, python: str) -> list[str]:
     """Fixtures -> ``data_prep/build_mix.py`` -> verl parquet shards; returns [train files..., val file]."""
     out = workdir / "data"
@@ -147,15 +215,8 @@ def build_data(workdir: Path, tokenizer_dir: Path, python: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# tiny model + supervised warm-up
+# tiny model + cold-start SFT (verl's SFT trainer)
 # ---------------------------------------------------------------------------------------------
-def _ground_truth(row: dict) -> str:
-    gt = row["reward_model"]["ground_truth"]
-    if isinstance(gt, str) and gt.startswith("["):
-        gt = json.loads(gt)
-    return str(gt[0] if isinstance(gt, (list, tuple)) else gt)
-
-
 def chat_prompt(row: dict, processor) -> tuple[str, list]:
     """A verl parquet row -> (chat-templated prompt text with one image slot per ``<image>``, images)."""
     from PIL import Image
@@ -172,62 +233,80 @@ def chat_prompt(row: dict, processor) -> tuple[str, list]:
     return prompt, images
 
 
-def _warmup_examples(parquet_files: list[str], processor) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    examples = []
-    for path in parquet_files:
-        for row in pq.read_table(path).to_pylist():
-            prompt, images = chat_prompt(row, processor)
-            response = ANSWER_FORMAT.format(reason=" count ", answer=_ground_truth(row)) + "<|im_end|>"
-            examples.append({"prompt": prompt, "response": response, "images": images})
-    return examples
-
-
-def warm_up(base_dir: Path, out_dir: Path, parquet_files: list[str], steps: int, lr: float = 3e-3, seed: int = 0) -> None:
-    """Short SFT of the random tiny model on format + answer; saved as a hub-style checkpoint."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    torch.manual_seed(seed)
-    processor = AutoProcessor.from_pretrained(str(base_dir))
-    model = AutoModelForImageTextToText.from_pretrained(str(base_dir), dtype=torch.float32, attn_implementation="sdpa")
-    examples = _warmup_examples(parquet_files, processor)
-    batches = []
-    for ex in examples:
-        enc = processor(text=[ex["prompt"] + ex["response"]], images=ex["images"], return_tensors="pt")
-        n_resp = len(processor.tokenizer(ex["response"], add_special_tokens=False)["input_ids"])
-        labels = enc["input_ids"].clone()
-        labels[:, : labels.shape[1] - n_resp] = -100
-        batches.append({**enc, "labels": labels})
-    optim = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(seed)
-    model.train()
-    t0 = time.time()
-    for step in range(steps):
-        batch = rng.choice(batches)
-        loss = model(**batch).loss
-        loss.backward()
-        optim.step()
-        optim.zero_grad()
-        if step % 50 == 0 or step == steps - 1:
-            log(f"warm-up step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)")
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    processor.save_pretrained(str(out_dir))
-    (out_dir / ".complete").write_text(json.dumps({"steps": steps, "lr": lr, "seed": seed}))
+SFT_CPU_OVERRIDES = (
+    # verl's SFT trainer on the CPU platform (recipe.care.cpu): sdpa, fp32, no compile, padded batches
+    "trainer.device=cpu",
+    "+model.override_config.attn_implementation=sdpa",
+    "model.use_fused_kernels=false",
+    "model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU, as in the RL runs
+    "model.enable_gradient_checkpointing=false",
+    "engine.use_torch_compile=false",
+    "+engine.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+    "data.num_workers=0",
+)
 
 
-def build_model(workdir: Path, parquet_files: list[str], warmup_steps: int) -> Path:
+def sft_overrides(base: Path, sft_data: Path, ckpt: Path, steps: int) -> list[str]:
+    """The smoke's cold-start stage: the recipe config (care_sft.yaml) at the tiny model's scale."""
+    return [
+        *SFT_CPU_OVERRIDES,
+        f"model.path={base}",
+        f"data.train_files=[{','.join(sorted(str(p) for p in sft_data.glob('train-*.parquet')))}]",
+        f"data.max_length={SFT_MAX_LENGTH}",
+        f"data.max_token_len_per_gpu={SFT_MAX_LENGTH * SFT_BATCH}",
+        f"data.train_batch_size={SFT_BATCH}",
+        f"data.micro_batch_size_per_gpu={SFT_BATCH}",
+        # a random 10M-parameter model needs a far larger step than a 7B one (5e-6) to learn in minutes
+        f"optim.lr={SFT_LR}",
+        "optim.lr_warmup_steps_ratio=0",
+        "optim.lr_scheduler_type=constant",
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=1000",  # the step count decides
+        "trainer.save_freq=-1",  # the last step saves
+        "trainer.logger=[console,file]",
+        "trainer.project_name=care-verl-smoke",
+        "trainer.experiment_name=sft_smoke",
+        f"trainer.default_local_dir={ckpt}",
+        "trainer.resume_mode=disable",
+        "trainer.seed=0",
+    ]
+
+
+def run_sft(python: str, base: Path, sft_data: Path, ckpt: Path, steps: int, metrics: Path,
+            timeout: float | None = None) -> Path:
+    """``torchrun -m recipe.care.main_sft`` (verl's SFT trainer) on CPU; returns the Hugging Face checkpoint."""
+    shutil.rmtree(ckpt, ignore_errors=True)
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.unlink(missing_ok=True)
+    # one process on the whole machine: both cores (the Ray jobs pin OMP to 1 thread per worker)
+    env = {**job_env(), "VERL_USE_EXTERNAL_MODULES": "recipe.care.cpu,recipe.care.verl_fixes",
+           "VERL_FILE_LOGGER_PATH": str(metrics), "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))}
+    cmd = [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
+           "-m", "recipe.care.main_sft", *sft_overrides(base, sft_data, ckpt, steps)]
+    log(f"cold-start SFT: torchrun -m recipe.care.main_sft ... ({steps} steps of {SFT_BATCH}, lr {SFT_LR})")
+    run_logged(cmd, env, "cold-start SFT", metrics.parent.parent / "logs" / "sft.log", timeout)
+    hf = ckpt / f"global_step_{steps}" / "huggingface"
+    if not (hf / "config.json").exists():
+        raise SystemExit(f"[smoke] verl's SFT trainer wrote no Hugging Face checkpoint at {hf}")
+    losses = [r["data"]["train/loss"] for r in read_metrics(metrics) if "train/loss" in r["data"]]
+    if losses:
+        log(f"SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps (verl metrics: {metrics})")
+    return hf
+
+
+def build_model(workdir: Path, python: str, rl_train_files: list[str], sft_steps: int,
+                timeout: float | None = None) -> Path:
+    """Tiny random Qwen2.5-VL -> build_sft.py cold-start set -> verl SFT; returns the SFT checkpoint."""
     from recipe.care.tiny_models import tiny_qwen25_vl_dir
 
     base = tiny_qwen25_vl_dir()
-    out = workdir / f"model-warm{warmup_steps}"
-    if not (out / ".complete").exists():
-        log(f"supervised warm-up of the tiny Qwen2.5-VL ({warmup_steps} steps) -> {out}")
-        warm_up(base, out, parquet_files, warmup_steps)
-    return out
+    ckpt = workdir / f"sft-{sft_steps}"
+    hf = ckpt / f"global_step_{sft_steps}" / "huggingface"
+    if not (ckpt / ".complete").exists():
+        sft_data = build_sft_data(workdir, base, python, rl_train_files)
+        run_sft(python, base, sft_data, ckpt, sft_steps, workdir / "metrics" / "sft.jsonl", timeout)
+        (ckpt / ".complete").write_text(json.dumps({"steps": sft_steps, "lr": SFT_LR, "batch": SFT_BATCH}))
+    return hf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,15 +423,25 @@ def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: f
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.unlink(missing_ok=True)
     log_path = metrics.parent.parent / "logs" / f"{metrics.stem}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     overrides = [*overrides, f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}"]
     cmd = [python, "-m", "recipe.care.main_care", "--algo", algo, *overrides]
     log(f"{label}: python -m recipe.care.main_care --algo {algo} ... ({len(overrides)} overrides); log: {log_path}")
+    run_logged(cmd, {**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)}, label, log_path, timeout, metrics)
+
+
+def run_logged(cmd: list[str], env: dict, label: str, log_path: Path, timeout: float | None,
+               step_metrics: Path | None = None) -> None:
+    """Run ``cmd`` with its whole output in ``log_path`` and only what may matter on the console.
+
+    ``step_metrics``: verl's file-logger output of a PPO run, for one short console line per step.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     verbose = os.environ.get("SMOKE_VERBOSE", "") not in ("", "0")
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)},
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-        reader = threading.Thread(target=_route_output, args=(proc.stdout, log_file, metrics, verbose), daemon=True)
+        reader = threading.Thread(target=_route_output, args=(proc.stdout, log_file, step_metrics, verbose),
+                                  daemon=True)
         reader.start()
         try:
             proc.wait(timeout=timeout)
@@ -367,37 +456,13 @@ def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: f
                          f"{_tail(log_path)}")
 
 
-# Warnings every CPU run prints and no user can act on: verl's optional engines that are not
-# installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
-# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation.
-HARMLESS = re.compile("|".join([
-    r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
-    r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
-    r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
-    r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
-    r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
-]))
-# Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
-NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
-_VERL_STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def console_line(line: str, verbose: bool) -> bool:
-    """Whether a line of the training run's output is echoed to the console (it always goes to the log)."""
-    plain = _ANSI.sub("", line)
-    if HARMLESS.search(plain) or _VERL_STEP_LINE.search(plain):  # verl's 50-metric step line: log only
-        return False
-    return verbose or bool(NOTABLE.search(plain))
-
-
-def _route_output(stream, log_file, metrics: Path, verbose: bool) -> None:
+def _route_output(stream, log_file, metrics: Path | None, verbose: bool) -> None:
     for line in stream:
         log_file.write(line)
         log_file.flush()
         if console_line(line, verbose):
             print(line, end="", flush=True)
-        match = _VERL_STEP_LINE.search(_ANSI.sub("", line))
+        match = metrics is not None and _VERL_STEP_LINE.search(_ANSI.sub("", line))
         if match:
             step_line(metrics, int(match.group(1)))
 
@@ -478,8 +543,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--algo", default=os.environ.get("ALGO", "care"), choices=["care", "grpo", "dapo", "gspo"])
     p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")))
     p.add_argument("--steps", type=int, default=3, help="total steps; the first run stops at steps-1 and saves")
-    p.add_argument("--warmup-steps", type=int, default=int(os.environ.get("SMOKE_WARMUP_STEPS", WARMUP_STEPS)),
-                   help="supervised warm-up steps of the tiny model (default %(default)s)")
+    p.add_argument("--sft-steps", type=int, default=int(os.environ.get("SMOKE_SFT_STEPS", SFT_STEPS)),
+                   help="cold-start SFT steps of the tiny model through verl's SFT trainer (default %(default)s)")
     p.add_argument("--no-resume", action="store_true", help="one run of --steps steps, no checkpoint round trip")
     p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
@@ -511,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     files = build_data(workdir, tiny_qwen25_vl_dir(), python)
     train_files, val_file = files[:-1], files[-1]
-    model = build_model(workdir, train_files, args.warmup_steps)
+    t_data = time.time() - t0
+    model = build_model(workdir, python, train_files, args.sft_steps, args.timeout)
     log(f"tiny model and data ready in {time.time() - t0:.0f}s: model={model} train={train_files}")
     if args.build_only:
         return 0
@@ -529,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = workdir / "metrics"
     for stale in metrics.glob(f"{args.algo}-run*.jsonl"):  # a previous smoke's files would join this report
         stale.unlink()
-    stages = [f"data + tiny model ({time.time() - t0:.0f}s)"]
+    stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra, "run", args.timeout,

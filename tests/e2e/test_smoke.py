@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("verl")
 
-from recipe.care.smoke import read_metrics  # noqa: E402
+from recipe.care.smoke import SFT_STEPS, read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-HARD_LIMIT_S = 780  # per smoke command; the whole CARE run takes ~5 min on 2 cores
+HARD_LIMIT_S = 900  # per smoke command; the whole CARE run (cold-start SFT included) takes ~6-7 min on 2 cores
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def workdir(tmp_path_factory):
 
 
 def run_smoke(workdir: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "SMOKE_WARMUP_STEPS"} | {"PYTHONPATH": str(REPO)}  # the default users get
+    env = {k: v for k, v in os.environ.items() if k != "SMOKE_SFT_STEPS"} | {"PYTHONPATH": str(REPO)}  # the default users get
     log = workdir / f"smoke-{'-'.join(a.strip('-') for a in args)}.log"
     with open(log, "w") as fh:
         try:
@@ -82,9 +82,31 @@ def assert_console_is_short_and_ends_with_a_summary(console: str, algo: str, wor
     return summary
 
 
+def assert_cold_start_sft_ran_through_verl(workdir: Path, log: str) -> None:
+    """Stage 1: build_sft.py's set trained by verl's SFT trainer; CARE starts from its HF checkpoint."""
+    report = (workdir / "sft_data" / "report.json").read_text()
+    assert '"kept"' in report
+    records = read_metrics(workdir / "metrics" / "sft.jsonl")  # verl's FileLogger, one line per SFT step
+    assert [r["step"] for r in records] == list(range(1, SFT_STEPS + 1))
+    losses = [finite(r, "train/loss") for r in records]
+    for record in records:
+        finite(record, "train/grad_norm")
+        assert finite(record, "train/lr") > 0
+    window = max(1, len(losses) // 5)
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    assert last < 0.5 * first, f"SFT loss did not fall: {first:.3f} -> {last:.3f}"
+    hf = workdir / f"sft-{SFT_STEPS}" / f"global_step_{SFT_STEPS}" / "huggingface"
+    assert (hf / "config.json").exists() and any(hf.glob("*.safetensors"))
+    assert f"actor_rollout_ref.model.path={hf}" in log or str(hf) in log, "CARE did not start from the SFT checkpoint"
+    assert "train/loss" in (workdir / "logs" / "sft.log").read_text() or (workdir / "logs" / "sft.log").stat().st_size > 0
+    summary = log[log.index("---- summary ----"):]
+    assert "cold-start SFT, " in summary, "the summary does not list the SFT stage"
+
+
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     console = run_smoke(workdir, "--algo", "care", "--steps", "3")
+    assert_cold_start_sft_ran_through_verl(workdir, console)
     run1 = read_metrics(workdir / "metrics" / "care-run1.jsonl")
     run2 = read_metrics(workdir / "metrics" / "care-run2.jsonl")
 
@@ -115,7 +137,7 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)
 
-    # The warm-up makes the reward visible: some groups take the anchored path or the rescue.
+    # The cold-start SFT makes the reward visible: some groups take the anchored path or the rescue.
     anchored = sum(finite(r, "care/groups/mixed_frac") for r in records)
     rescued = sum(finite(r, "care/groups/all_wrong_frac") * r["data"].get("care/rescue_rate", 0.0) for r in records)
     assert anchored + rescued > 0, "no group took CARE's anchored path or the rescue"

@@ -19,6 +19,7 @@ What :func:`install` changes (written against verl 0.9.1):
   FSDP engine classes (registered once: a second registration asserts inside verl);
 - ``initialize_global_process_group_ray`` builds ``cpu:gloo,<device>:<backend>``
   (verl/utils/distributed.py:89), a duplicate ``cpu`` entry on this platform: wrapped to use ``gloo``;
+  so is ``initialize_global_process_group`` (line 62), the torchrun entry of verl's SFT trainer;
 - forward-only FSDP2 engines (the reference policy) get ``CPUOffloadPolicy(pin_memory=True)``
   (transformer_impl.py:462); pinning needs a CUDA driver, so the policy is made unpinned;
 - ``ResourcePoolManager._check_resource_available`` counts only GPU/NPU node resources
@@ -182,6 +183,21 @@ def _gloo_process_group(original):
     return initialize_global_process_group_ray
 
 
+def _gloo_global_process_group(original):
+    # verl 0.9.1 verl/utils/distributed.py:62 (the torchrun entry of its SFT trainer) builds the same
+    # `cpu:gloo,<device>:<backend>` string, which torch refuses when both devices are `cpu`. Same
+    # steps as verl's function with the backend set to gloo.
+    def initialize_global_process_group(timeout_second=36000):
+        from datetime import timedelta
+
+        torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_second),
+                                             init_method=os.environ.get("DIST_INIT_METHOD", None))
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    initialize_global_process_group.__wrapped__ = original
+    return initialize_global_process_group
+
+
 def _unpinned(policy_cls):
     class UnpinnedCPUOffloadPolicy(policy_cls):
         _care_unpinned = True
@@ -235,6 +251,11 @@ def install() -> None:
         current = module.initialize_global_process_group_ray
         if not hasattr(current, "__wrapped__"):
             module.initialize_global_process_group_ray = _gloo_process_group(current)
+    # The SFT trainer (verl.trainer.sft_trainer.run_sft) imports it from verl.utils.distributed at call time.
+    distributed = __import__("verl.utils.distributed", fromlist=["initialize_global_process_group"])
+    if not hasattr(distributed.initialize_global_process_group, "__wrapped__"):
+        distributed.initialize_global_process_group = _gloo_global_process_group(
+            distributed.initialize_global_process_group)
 
     # verl 0.9.1 transformer_impl.py:462 gives forward-only engines (the reference policy)
     # CPUOffloadPolicy(pin_memory=True); pinning needs a CUDA driver. On CPU nothing is pinned.

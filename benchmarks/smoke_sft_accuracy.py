@@ -1,13 +1,14 @@
-"""How many supervised warm-up steps the smoke run's tiny model needs (recipe/care/smoke.py WARMUP_STEPS).
+"""How many cold-start SFT steps the smoke run's tiny model needs (recipe/care/smoke.py SFT_STEPS).
 
-For each warm-up length: warm up the tiny Qwen2.5-VL on the smoke's training prompts (the same
-``warm_up`` the smoke run calls), sample ``n`` answers per prompt at temperature 1 with plain
-transformers, score them with the real verifiers, and print the accuracy and the share of groups
-that are mixed / all-wrong / all-correct (CARE's anchored path needs mixed groups, the rescue
-all-wrong ones). Too little warm-up leaves steps without any mixed group; too much leaves no
-all-wrong group and no rescue to see.
+For each SFT length: run the smoke's cold-start stage (build_sft.py on the Vision-R1-cold
+look-alike, then verl's SFT trainer through ``torchrun -m recipe.care.main_sft``, the same
+``build_model`` the smoke run calls), then sample ``n`` answers per RL training prompt at
+temperature 1 with plain transformers, score them with the real verifiers, and print the accuracy
+and the share of groups that are mixed / all-wrong / all-correct (CARE's anchored path needs mixed
+groups, the rescue all-wrong ones). Too little SFT leaves steps without any mixed group; too much
+leaves no all-wrong group and no rescue to see.
 
-    python benchmarks/smoke_warmup_accuracy.py --steps 100 200 300   # ~2 min per length on 2 cores
+    python benchmarks/smoke_sft_accuracy.py --steps 50 100 200   # ~1-2 min per length on 2 cores
 """
 
 from __future__ import annotations
@@ -50,23 +51,28 @@ def main() -> int:
     from recipe.care.tiny_models import tiny_qwen25_vl_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[100, smoke.WARMUP_STEPS, 300])
+    parser.add_argument("--steps", type=int, nargs="+", default=[smoke.SFT_STEPS // 2, smoke.SFT_STEPS,
+                                                                     2 * smoke.SFT_STEPS])
     parser.add_argument("--n", type=int, default=smoke.ROLLOUT_N, help="answers sampled per prompt")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workdir", default=None, help="reuse a smoke workdir (data and warmed models)")
+    parser.add_argument("--workdir", default=None, help="reuse a smoke workdir (data and SFT checkpoints)")
     args = parser.parse_args()
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="care-warmup-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="care-sft-"))
     files = smoke.build_data(workdir, tiny_qwen25_vl_dir(), sys.executable)
     train = files[:-1]
-    print(f"{'warm-up steps':>13} {'accuracy':>9} {'mixed':>6} {'all-wrong':>9} {'all-correct':>11}")
+    lines = [f"{'SFT steps':>13} {'accuracy':>9} {'mixed':>6} {'all-wrong':>9} {'all-correct':>11} {'SFT loss':>15}"]
     for steps in args.steps:
-        model_dir = smoke.build_model(workdir, train, steps)
+        model_dir = smoke.build_model(workdir, sys.executable, train, steps)
         groups = group_accuracy(model_dir, train, args.n, args.seed)
         flat = [a for g in groups for a in g]
         share = lambda pred: sum(map(pred, groups)) / len(groups)  # noqa: E731
-        print(f"{steps:>13} {sum(flat) / len(flat):>9.2f} {share(lambda g: 0 < sum(g) < len(g)):>6.2f} "
-              f"{share(lambda g: sum(g) == 0):>9.2f} {share(lambda g: sum(g) == len(g)):>11.2f}")
+        losses = [r["data"]["train/loss"] for r in smoke.read_metrics(workdir / "metrics" / "sft.jsonl")]
+        loss = f"{losses[0]:.2f} -> {losses[-1]:.2f}" if losses else "(cached)"
+        lines.append(f"{steps:>13} {sum(flat) / len(flat):>9.2f} {share(lambda g: 0 < sum(g) < len(g)):>6.2f} "
+                     f"{share(lambda g: sum(g) == 0):>9.2f} {share(lambda g: sum(g) == len(g)):>11.2f} {loss:>15}")
+        print(lines[-1], flush=True)
+    print("\n".join(lines))  # once more, after the trainers' logs
     return 0
 
 
