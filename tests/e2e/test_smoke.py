@@ -98,7 +98,7 @@ def assert_cold_start_sft_ran_through_verl(workdir: Path, log: str) -> None:
     hf = workdir / f"sft-{SFT_STEPS}" / f"global_step_{SFT_STEPS}" / "huggingface"
     assert (hf / "config.json").exists() and any(hf.glob("*.safetensors"))
     assert f"actor_rollout_ref.model.path={hf}" in log or str(hf) in log, "CARE did not start from the SFT checkpoint"
-    assert "train/loss" in (workdir / "logs" / "sft.log").read_text() or (workdir / "logs" / "sft.log").stat().st_size > 0
+    assert (workdir / "logs" / "sft.log").stat().st_size > 0, "the SFT run's output was not logged"
     summary = log[log.index("---- summary ----"):]
     assert "cold-start SFT, " in summary, "the summary does not list the SFT stage"
 
