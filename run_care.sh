@@ -2,6 +2,7 @@
 # CARE (or a baseline) on Qwen2.5-VL-7B-Instruct with the data_prep/build_mix.py mix, through verl 0.9.1.
 #
 #   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
+#   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
 #                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
@@ -9,7 +10,10 @@
 # Environment (defaults in brackets):
 #   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
-#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3, or .venv-ci/bin/python]
+#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]  PYTHON [python3, or .venv-ci/bin/python]
+# Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
+# credentials and the model path, one line per problem (--dry-run: all but the GPU checks;
+# --skip-preflight: none).
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
 set -euo pipefail
@@ -24,7 +28,7 @@ EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_qwen2_5_vl_7b}"
 TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-128}"
 ROLLOUT_N="${ROLLOUT_N:-8}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
-LOGGER="${LOGGER:-[\"console\",\"wandb\"]}"
+LOGGER="${LOGGER:-[\"console\",\"file\"]}"
 PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -64,12 +68,8 @@ shopt -s nullglob
 train_shards=("$DATA_DIR"/train-*.parquet)
 shopt -u nullglob
 if ((${#train_shards[@]} == 0)); then
-  if ((dry_run == 0)); then
-    echo "run_care.sh: no training shards in $DATA_DIR (expected train-*.parquet)." >&2
-    echo "Build them first: python data_prep/build_mix.py --out $DATA_DIR   (or set DATA_DIR)" >&2
-    exit 2
-  fi
-  train_shards=("$DATA_DIR/train-00000.parquet")  # dry run: show where the shards would be read from
+  # recipe/care/preflight.py reports the missing shards (dry run included) with the build command
+  train_shards=("$DATA_DIR/train-00000.parquet")
 fi
 TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
 

@@ -219,6 +219,11 @@ def run(config: DictConfig) -> None:
     run_ppo(config, task_runner_class=_task_runner_class())
 
 
+# --preflight-only: run every check (GPU ones included) and stop; --skip-preflight: launch without them.
+# main() takes them out of argv before parse_args.
+PREFLIGHT_FLAGS = ("--preflight-only", "--skip-preflight")
+
+
 def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
     algo, dry_run, overrides = os.environ.get("ALGO", "care"), False, []
     args = iter(argv)
@@ -230,15 +235,33 @@ def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
         elif arg.startswith("--algo="):
             algo = arg.split("=", 1)[1]
         elif arg.startswith("--"):
-            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --dry-run; everything else is key=value")
+            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --dry-run, {', '.join(PREFLIGHT_FLAGS)}; "
+                                  "everything else is key=value")
         else:
             overrides.append(arg)
     return algo, dry_run, overrides
 
 
+def run_preflight(config: DictConfig, dry_run: bool) -> bool:
+    """recipe/care/preflight.py before anything starts Ray; prints one line per problem to stderr."""
+    from recipe.care.preflight import format_problems, gpu_checks_apply, preflight
+
+    problems = preflight(config, gpu=gpu_checks_apply(dry_run))
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+    return not problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    algo, dry_run, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    flags = {arg for arg in argv if arg in PREFLIGHT_FLAGS}
+    algo, dry_run, overrides = parse_args([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
     config = compose_config(overrides, algo=algo)
+    if "--skip-preflight" not in flags and not run_preflight(config, dry_run and "--preflight-only" not in flags):
+        return 2
+    if "--preflight-only" in flags:
+        print("preflight: all checks passed")
+        return 0
     if dry_run:
         validate(config)
         print(OmegaConf.to_yaml(config, resolve=True))

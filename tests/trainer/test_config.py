@@ -77,10 +77,13 @@ def test_unknown_algo_is_a_clear_error():
 
 
 @pytest.mark.parametrize("algo", ["care", "grpo"])
-def test_run_care_sh_dry_run_prints_accepted_config(algo):
+def test_run_care_sh_dry_run_prints_accepted_config(algo, tmp_path):
+    for name in ("train-00000.parquet", "val.parquet"):  # the dry run's preflight checks the files exist
+        (tmp_path / name).write_bytes(b"x")
     proc = subprocess.run(
         ["bash", str(REPO / "run_care.sh"), "--dry-run", "trainer.total_training_steps=3"],
-        cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable},
+        cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable,
+                       "DATA_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
