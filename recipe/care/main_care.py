@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipe.care.verl_compat import require_verl_attr
 
@@ -209,11 +209,56 @@ def _task_runner_class():
     return ray.remote(CareTaskRunner)
 
 
+FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
+METRICS_FILE = "metrics.jsonl"
+
+
+def set_file_logger_path(config: DictConfig, environ=None) -> str | None:
+    """Where verl's ``file`` logger writes, made explicit in the workers' runtime_env.
+
+    verl 0.9.1 (``verl/utils/tracking.py`` FileLogger) reads ``VERL_FILE_LOGGER_PATH`` in the task
+    runner actor, else writes ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl`` relative to
+    that actor's working directory. The recipe puts it in the run's folder,
+    ``<trainer.default_local_dir>/metrics.jsonl`` (absolute), unless the config's runtime_env or the
+    launching environment already names a path. Returns the path, or None without a file logger.
+    """
+    environ = os.environ if environ is None else environ
+    loggers = config.trainer.logger
+    if "file" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+        return None
+    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars") or {}
+    path = env_vars.get(FILE_LOGGER_ENV) or environ.get(FILE_LOGGER_ENV)
+    if not path:
+        path = os.path.join(str(config.trainer.default_local_dir), METRICS_FILE)
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    with open_dict(config):
+        OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{FILE_LOGGER_ENV}", path, force_add=True)
+    return path
+
+
+def keep_previous_metrics(path: str) -> str | None:
+    """verl's FileLogger opens its file with mode "wb": a resumed run would erase the earlier steps.
+    Move a non-empty earlier file aside (metrics.1.jsonl, metrics.2.jsonl, ...); returns where."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    stem, ext = os.path.splitext(path)
+    k = 1
+    while os.path.exists(f"{stem}.{k}{ext}"):
+        k += 1
+    os.replace(path, f"{stem}.{k}{ext}")
+    return f"{stem}.{k}{ext}"
+
+
 def run(config: DictConfig) -> None:
     auto_set_device = require_verl_attr("verl.utils.device", "auto_set_device")
     run_ppo = require_verl_attr("verl.trainer.main_ppo", "run_ppo")
     auto_set_device(config)
     validate(config)
+    metrics = set_file_logger_path(config)
+    if metrics:
+        os.makedirs(os.path.dirname(metrics), exist_ok=True)
+        moved = keep_previous_metrics(metrics)
+        print(f"care: step metrics (JSON lines) -> {metrics}" + (f" (earlier run's kept as {moved})" if moved else ""))
     if config.trainer.v1.trainer_mode == "care_sync":
         register_recipe()  # fail here, not inside a Ray actor, if a recipe module is broken
     run_ppo(config, task_runner_class=_task_runner_class())
@@ -262,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--preflight-only" in flags:
         print("preflight: all checks passed")
         return 0
+    set_file_logger_path(config)  # shown in the dry run's config; the launch creates the folder
     if dry_run:
         validate(config)
         print(OmegaConf.to_yaml(config, resolve=True))
