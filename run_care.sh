@@ -1,32 +1,34 @@
 #!/usr/bin/env bash
-# CARE (or a baseline) on Qwen2.5-VL-7B-Instruct with the data_prep/build_mix.py mix, through verl 0.9.1.
+# CARE (or a baseline) on a paper backbone with the data_prep/build_mix.py mix, through verl 0.9.1.
 #
-#   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
+#   bash run_care.sh [--model PRESET] [--dry-run] [key=value ...]   # any verl/CARE hydra override passes through
 #   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
-#   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
+#   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
 #                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
 #
-# Environment (defaults in brackets):
-#   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
-#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
-#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]  PYTHON [python3, or .venv-ci/bin/python]
+# --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
+# vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
+# step, global batch 128, 2048/2048 tokens, n = 8), scaled to N_GPUS_PER_NODE x NNODES. Every
+# key=value below and on the command line wins over the preset.
+#
+# Environment (defaults in brackets; unset = the preset's value):
+#   MODEL_PATH [preset]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
+#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
+#   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
+#   PYTHON [python3, or .venv-ci/bin/python]
 # Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
 # credentials and the model path, one line per problem (--dry-run: all but the GPU checks;
-# --skip-preflight: none).
+# --skip-preflight: none). Step metrics: <trainer.default_local_dir>/metrics.jsonl (verl's file logger).
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
 set -euo pipefail
 
 ALGO="${ALGO:-care}"
-MODEL_PATH="${MODEL_PATH:-Qwen/Qwen2.5-VL-7B-Instruct}"
 DATA_DIR="${DATA_DIR:-data/care_mix}"
 N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
 NNODES="${NNODES:-1}"
 PROJECT_NAME="${PROJECT_NAME:-care-verl}"
-EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_qwen2_5_vl_7b}"
-TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-128}"
-ROLLOUT_N="${ROLLOUT_N:-8}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
 LOGGER="${LOGGER:-[\"console\",\"file\"]}"
 PYTHON="${PYTHON:-}"
@@ -44,23 +46,32 @@ if [[ -z "$PYTHON" ]]; then
 fi
 
 args=()
-dry_run=0
 smoke=0
-for arg in "$@"; do
-  if [[ "$arg" == "--smoke" ]]; then
-    smoke=1
-    continue
-  fi
-  [[ "$arg" == "--dry-run" ]] && dry_run=1
-  args+=("$arg")
+model=""
+while (($# > 0)); do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --model) model="${2:?--model needs a preset name}"; shift ;;
+    --model=*) model="${1#--model=}" ;;
+    *) args+=("$1") ;;
+  esac
+  shift
 done
 
 if ((smoke == 1)); then
   # The embedded default (recipe/care/smoke.py): builds the tiny model and data offline, then runs
   # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
   # Remaining key=value arguments are verl/CARE overrides for those runs.
-  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" "${args[@]}"
+  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
 fi
+
+model="${model:-qwen2.5-vl-7b}"
+EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_$(echo "$model" | tr '.-' '__')}"
+# Set only when given, so the preset's values apply otherwise (the command line wins over both).
+env_overrides=()
+[[ -n "${MODEL_PATH:-}" ]] && env_overrides+=(actor_rollout_ref.model.path="$MODEL_PATH")
+[[ -n "${TRAIN_BATCH_SIZE:-}" ]] && env_overrides+=(data.train_batch_size="$TRAIN_BATCH_SIZE")
+[[ -n "${ROLLOUT_N:-}" ]] && env_overrides+=(actor_rollout_ref.rollout.n="$ROLLOUT_N")
 
 # data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;
 # verl's RLHFDataset takes the list of shards.
@@ -73,16 +84,14 @@ if ((${#train_shards[@]} == 0)); then
 fi
 TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
 
-exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
-  actor_rollout_ref.model.path="$MODEL_PATH" \
+exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" --model "$model" \
   data.train_files="$TRAIN_FILES" \
   data.val_files="$DATA_DIR/val.parquet" \
-  data.train_batch_size="$TRAIN_BATCH_SIZE" \
-  actor_rollout_ref.rollout.n="$ROLLOUT_N" \
   trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
   trainer.nnodes="$NNODES" \
   trainer.project_name="$PROJECT_NAME" \
   trainer.experiment_name="$EXPERIMENT_NAME" \
   trainer.total_epochs="$TOTAL_EPOCHS" \
   trainer.logger="$LOGGER" \
-  "${args[@]}"
+  ${env_overrides[@]+"${env_overrides[@]}"} \
+  ${args[@]+"${args[@]}"}

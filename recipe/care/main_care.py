@@ -1,4 +1,4 @@
-"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--dry-run] key=value ...``.
+"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--model PRESET] [--dry-run] key=value ...``.
 
 Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
 defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
@@ -280,7 +280,8 @@ def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
         elif arg.startswith("--algo="):
             algo = arg.split("=", 1)[1]
         elif arg.startswith("--"):
-            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --dry-run, {', '.join(PREFLIGHT_FLAGS)}; "
+            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --model NAME, --dry-run, "
+                                  f"{', '.join(PREFLIGHT_FLAGS)}; "
                                   "everything else is key=value")
         else:
             overrides.append(arg)
@@ -297,11 +298,38 @@ def run_preflight(config: DictConfig, dry_run: bool) -> bool:
     return not problems
 
 
+def take_model_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--model NAME`` / ``--model=NAME`` (a recipe/care/presets.py preset) out of argv."""
+    model, rest, args = None, [], iter(argv)
+    for arg in args:
+        if arg == "--model":
+            model = next(args, "")
+        elif arg.startswith("--model="):
+            model = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return model, rest
+
+
+def compose_with_preset(overrides: list[str], algo: str, model: str | None) -> DictConfig:
+    """ALGO preset, then the model preset scaled to the GPU count the user's overrides ask for, then those overrides."""
+    config = compose_config(overrides, algo=algo)
+    if not model:
+        return config
+    from recipe.care.presets import preset_overrides
+
+    preset, notes = preset_overrides(model, int(config.trainer.n_gpus_per_node), int(config.trainer.nnodes))
+    for note in notes:
+        print(f"care: --model {model}: {note}", file=sys.stderr)
+    return compose_config([*preset, *overrides], algo=algo)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     flags = {arg for arg in argv if arg in PREFLIGHT_FLAGS}
-    algo, dry_run, overrides = parse_args([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
-    config = compose_config(overrides, algo=algo)
+    model, argv = take_model_option([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
+    algo, dry_run, overrides = parse_args(argv)
+    config = compose_with_preset(overrides, algo, model)
     if "--skip-preflight" not in flags and not run_preflight(config, dry_run and "--preflight-only" not in flags):
         return 2
     if "--preflight-only" in flags:
