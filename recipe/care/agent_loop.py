@@ -42,6 +42,7 @@ from uuid import uuid4
 
 import ray
 
+from recipe.care.registrations import require_recipe_registrations
 from recipe.care.rgr import (
     RECORD_KEY,
     REFLECTED_KEY,
@@ -109,6 +110,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     """verl 0.9.1 ``AgentLoopWorkerTQ`` plus RGR on every training group (see the module docstring)."""
 
     def __init__(self, config, *args, **kwargs):
+        require_recipe_registrations("CareAgentLoopWorker")
         super().__init__(config, *args, **kwargs)
         self.rgr_config = rgr_config_of(config)
         self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)

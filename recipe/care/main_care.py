@@ -203,6 +203,11 @@ def _task_runner_class():
 
     class CareTaskRunner(TaskRunnerV1.__ray_actor_class__):
         def run(self, config):
+            from recipe.care.registrations import WORKER_MODULES, require_recipe_registrations
+
+            # before any model loads: the job's runtime_env must carry the recipe to every worker
+            modules = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES")
+            require_recipe_registrations("the task runner", str(modules).split(",") if modules else WORKER_MODULES)
             register_recipe()
             return super().run(config)
 
