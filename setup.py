@@ -67,7 +67,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.care", "recipe.care.*", "verifiers", "verifiers.*",
                                               "data_prep", "data_prep.*"]),
-    package_data={"recipe.care": ["config/*.yaml"]},
+    package_data={"recipe.care": ["config/*.yaml", "chat_templates/*.jinja"]},
     include_package_data=True,
     install_requires=install_requires,
     extras_require=extras_require,
