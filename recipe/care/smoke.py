@@ -217,13 +217,31 @@ def warm_up(base_dir: Path, out_dir: Path, parquet_files: list[str], steps: int,
     (out_dir / ".complete").write_text(json.dumps({"steps": steps, "lr": lr, "seed": seed}))
 
 
-def build_model(workdir: Path, parquet_files: list[str], warmup_steps: int) -> Path:
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+# --model: the tiny model's family. The GPU presets' names (recipe/care/presets.py) map to their family.
+SMOKE_MODELS = ("qwen2.5-vl", "qwen3-vl")
 
-    base = tiny_qwen25_vl_dir()
-    out = workdir / f"model-warm{warmup_steps}"
+
+def smoke_family(model: str) -> str:
+    from recipe.care.presets import PRESETS
+
+    if model in SMOKE_MODELS:
+        return model
+    if model in PRESETS:
+        return PRESETS[model].family
+    raise SystemExit(f"[smoke] unknown --model {model!r}; choose one of {', '.join([*SMOKE_MODELS, *PRESETS])}")
+
+
+def tiny_base_dir(family: str) -> Path:
+    from recipe.care.tiny_models import tiny_qwen3_vl_dir, tiny_qwen25_vl_dir
+
+    return tiny_qwen3_vl_dir() if family == "qwen3-vl" else tiny_qwen25_vl_dir()
+
+
+def build_model(workdir: Path, parquet_files: list[str], warmup_steps: int, family: str = "qwen2.5-vl") -> Path:
+    base = tiny_base_dir(family)
+    out = workdir / (f"model-warm{warmup_steps}" if family == "qwen2.5-vl" else f"model-{family}-warm{warmup_steps}")
     if not (out / ".complete").exists():
-        log(f"supervised warm-up of the tiny Qwen2.5-VL ({warmup_steps} steps) -> {out}")
+        log(f"supervised warm-up of the tiny {family} ({warmup_steps} steps) -> {out}")
         warm_up(base, out, parquet_files, warmup_steps)
     return out
 
@@ -375,6 +393,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
     p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
+    p.add_argument("--model", default="qwen2.5-vl",
+                   help="tiny model family: qwen2.5-vl (default) | qwen3-vl (a GPU preset name picks its family)")
     return p.parse_known_args(argv)
 
 
@@ -383,17 +403,19 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    family = smoke_family(args.model)
 
     t0 = time.time()
-    files = build_data(workdir, tiny_qwen25_vl_dir(), python)
+    files = build_data(workdir, tiny_base_dir(family), python)
     train_files, val_file = files[:-1], files[-1]
-    model = build_model(workdir, train_files, args.warmup_steps)
+    model = build_model(workdir, train_files, args.warmup_steps, family)
     log(f"tiny model and data ready in {time.time() - t0:.0f}s: model={model} train={train_files}")
     if args.build_only:
         return 0
 
-    ckpt = workdir / "checkpoints" / args.algo
+    # per family, so a Qwen3-VL run never resumes from a Qwen2.5-VL checkpoint in the same workdir
+    run_tag = args.algo if family == "qwen2.5-vl" else f"{args.algo}-{family}"
+    ckpt = workdir / "checkpoints" / run_tag
     if args.fresh or not args.no_resume:
         shutil.rmtree(ckpt, ignore_errors=True)
     if args.algo == "care" and rgr_available():
@@ -407,15 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra, "run", args.timeout,
-                metrics / f"{args.algo}-run1.jsonl")
+                metrics / f"{run_tag}-run1.jsonl")
     else:
         first = args.steps - 1
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first) + extra,
-                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{args.algo}-run1.jsonl")
+                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra,
                 f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
-                metrics / f"{args.algo}-run2.jsonl")
+                metrics / f"{run_tag}-run2.jsonl")
     log(f"done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
     return 0
 

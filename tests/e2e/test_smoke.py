@@ -127,3 +127,34 @@ def test_grpo_baseline_runs_the_same_way(workdir):
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)  # the same diagnostics for the baseline
         assert not any(k.startswith("care/") for k in record["data"]), "GRPO must not run CARE's advantage step"
+
+
+@pytest.mark.timeout(HARD_LIMIT_S + 60)
+def test_qwen3_vl_smoke_through_run_care_sh(workdir):
+    """``bash run_care.sh --smoke --model qwen3-vl``: the tiny random Qwen3-VL (real Qwen3-VL tokenizer
+    and template, single-token ``<think>``) through the same loop: CPU rollout, reward, RGR, think
+    embeddings from verl's engine, CARE's advantages, update, weight sync."""
+    env = {k: v for k, v in os.environ.items() if k != "SMOKE_WARMUP_STEPS"} | {
+        "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "ALGO": "care"}
+    log = workdir / "smoke-qwen3-vl.log"
+    with open(log, "w") as fh:
+        try:
+            proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--smoke", "--model", "qwen3-vl", "--workdir",
+                                   str(workdir), "--steps", "2", "--no-resume"],
+                                  cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=HARD_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"qwen3-vl smoke exceeded {HARD_LIMIT_S}s; log tail:\n{log.read_text()[-4000:]}")
+    text = log.read_text()
+    assert proc.returncode == 0, f"qwen3-vl smoke failed (rc={proc.returncode}); log tail:\n{text[-6000:]}"
+    assert "supervised warm-up of the tiny qwen3-vl" in text or (workdir / "model-qwen3-vl-warm200").is_dir()
+    records = read_metrics(workdir / "metrics" / "care-qwen3-vl-run1.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/advantages/mean",
+                    "care/groups/count", "care/acc", "care/subgroup_frac", "rgr/eligible"):
+            finite(record, key)
+        assert finite(record, "care/groups/count") == 4
+        assert_sampler_is_the_policy(record)
+        assert_clip_split_by_sign(record)
+    # the CARE step had failures to contrast or rescue (a group without any failure has no subgroup)
+    assert sum(finite(r, "care/groups/mixed_frac") + finite(r, "care/groups/all_wrong_frac") for r in records) > 0
