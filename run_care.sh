@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# CARE (or a baseline) on Qwen2.5-VL-7B-Instruct with the data_prep/build_mix.py mix, through verl 0.9.1.
+# CARE (or a baseline) on a paper backbone with the data_prep/build_mix.py mix, through verl 0.9.1.
 #
-#   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
+#   bash run_care.sh [--model PRESET] [--dry-run] [key=value ...]   # any verl/CARE hydra override passes through
+#   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
-#   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
+#   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
 #                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
 #   bash run_care.sh --stage sft [key=value ...]          # cold-start SFT first (verl's SFT trainer, torchrun):
 #                                                         # SFT_DATA_DIR [data/care_sft] from data_prep/build_sft.py,
@@ -11,25 +12,30 @@
 #                                                         # checkpoint at checkpoints/care-verl/sft_*/global_step_N/huggingface:
 #   MODEL_PATH=<that folder> bash run_care.sh ...         # then RL from it (--stage rl, the default)
 #
-# Environment (defaults in brackets):
-#   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
-#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
-#   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3, or .venv-ci/bin/python]
+# --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
+# vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
+# step, global batch 128, 2048/2048 tokens, n = 8), scaled to N_GPUS_PER_NODE x NNODES. Every
+# key=value below and on the command line wins over the preset.
+#
+# Environment (defaults in brackets; unset = the preset's value):
+#   MODEL_PATH [preset]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
+#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
+#   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
+#   PYTHON [python3, or .venv-ci/bin/python]
+# Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
+# credentials and the model path, one line per problem (--dry-run: all but the GPU checks;
+# --skip-preflight: none). Step metrics: <trainer.default_local_dir>/metrics.jsonl (verl's file logger).
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
 set -euo pipefail
 
 ALGO="${ALGO:-care}"
-MODEL_PATH="${MODEL_PATH:-Qwen/Qwen2.5-VL-7B-Instruct}"
 DATA_DIR="${DATA_DIR:-data/care_mix}"
 N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
 NNODES="${NNODES:-1}"
 PROJECT_NAME="${PROJECT_NAME:-care-verl}"
-EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_qwen2_5_vl_7b}"
-TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-128}"
-ROLLOUT_N="${ROLLOUT_N:-8}"
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
-LOGGER="${LOGGER:-[\"console\",\"wandb\"]}"
+LOGGER="${LOGGER:-[\"console\",\"file\"]}"
 PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -45,33 +51,28 @@ if [[ -z "$PYTHON" ]]; then
 fi
 
 args=()
-dry_run=0
 smoke=0
+model=""
 stage=rl
-expect_stage=0
-for arg in "$@"; do
-  if ((expect_stage == 1)); then
-    stage="$arg"
-    expect_stage=0
-    continue
-  fi
-  case "$arg" in
-    --stage) expect_stage=1; continue ;;
-    --stage=*) stage="${arg#--stage=}"; continue ;;
+dry_run=0
+while (($# > 0)); do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --model) model="${2:?--model needs a preset name}"; shift ;;
+    --model=*) model="${1#--model=}" ;;
+    --stage) stage="${2:?--stage needs sft or rl}"; shift ;;
+    --stage=*) stage="${1#--stage=}" ;;
+    --dry-run) dry_run=1; args+=("$1") ;;
+    *) args+=("$1") ;;
   esac
-  if [[ "$arg" == "--smoke" ]]; then
-    smoke=1
-    continue
-  fi
-  [[ "$arg" == "--dry-run" ]] && dry_run=1
-  args+=("$arg")
+  shift
 done
 
 if ((smoke == 1)); then
   # The embedded default (recipe/care/smoke.py): builds the tiny model and data offline, then runs
   # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
   # Remaining key=value arguments are verl/CARE overrides for those runs.
-  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" "${args[@]}"
+  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
 fi
 
 if [[ "$stage" != rl && "$stage" != sft ]]; then
@@ -83,7 +84,10 @@ if [[ "$stage" == sft ]]; then
   # Cold-start SFT (recipe/care/config/care_sft.yaml: verl's sft_trainer_engine + Vision-R1's values)
   # through verl's own SFT trainer, one torchrun process per GPU.
   SFT_DATA_DIR="${SFT_DATA_DIR:-data/care_sft}"
-  SFT_EXPERIMENT_NAME="${SFT_EXPERIMENT_NAME:-sft_qwen2_5_vl_7b}"
+  sft_model="${model:-qwen2.5-vl-7b}"
+  SFT_EXPERIMENT_NAME="${SFT_EXPERIMENT_NAME:-sft_$(echo "$sft_model" | tr '.-' '__')}"
+  # The preset's model (recipe/care/presets.py) unless MODEL_PATH is set.
+  MODEL_PATH="${MODEL_PATH:-$("$PYTHON" -c "import sys; from recipe.care.presets import get_preset; print(get_preset(sys.argv[1]).model_path)" "$sft_model")}"
   shopt -s nullglob
   sft_shards=("$SFT_DATA_DIR"/train-*.parquet)
   shopt -u nullglob
@@ -116,31 +120,33 @@ if [[ "$stage" == sft ]]; then
     -m recipe.care.main_sft "${sft_args[@]}" "${args[@]}"
 fi
 
+model="${model:-qwen2.5-vl-7b}"
+EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_$(echo "$model" | tr '.-' '__')}"
+# Set only when given, so the preset's values apply otherwise (the command line wins over both).
+env_overrides=()
+[[ -n "${MODEL_PATH:-}" ]] && env_overrides+=(actor_rollout_ref.model.path="$MODEL_PATH")
+[[ -n "${TRAIN_BATCH_SIZE:-}" ]] && env_overrides+=(data.train_batch_size="$TRAIN_BATCH_SIZE")
+[[ -n "${ROLLOUT_N:-}" ]] && env_overrides+=(actor_rollout_ref.rollout.n="$ROLLOUT_N")
+
 # data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;
 # verl's RLHFDataset takes the list of shards.
 shopt -s nullglob
 train_shards=("$DATA_DIR"/train-*.parquet)
 shopt -u nullglob
 if ((${#train_shards[@]} == 0)); then
-  if ((dry_run == 0)); then
-    echo "run_care.sh: no training shards in $DATA_DIR (expected train-*.parquet)." >&2
-    echo "Build them first: python data_prep/build_mix.py --out $DATA_DIR   (or set DATA_DIR)" >&2
-    exit 2
-  fi
-  train_shards=("$DATA_DIR/train-00000.parquet")  # dry run: show where the shards would be read from
+  # recipe/care/preflight.py reports the missing shards (dry run included) with the build command
+  train_shards=("$DATA_DIR/train-00000.parquet")
 fi
 TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
 
-exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
-  actor_rollout_ref.model.path="$MODEL_PATH" \
+exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" --model "$model" \
   data.train_files="$TRAIN_FILES" \
   data.val_files="$DATA_DIR/val.parquet" \
-  data.train_batch_size="$TRAIN_BATCH_SIZE" \
-  actor_rollout_ref.rollout.n="$ROLLOUT_N" \
   trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
   trainer.nnodes="$NNODES" \
   trainer.project_name="$PROJECT_NAME" \
   trainer.experiment_name="$EXPERIMENT_NAME" \
   trainer.total_epochs="$TOTAL_EPOCHS" \
   trainer.logger="$LOGGER" \
-  "${args[@]}"
+  ${env_overrides[@]+"${env_overrides[@]}"} \
+  ${args[@]+"${args[@]}"}

@@ -43,14 +43,18 @@ extras_require = {
         "hypothesis>=6.100",
         "psutil>=5.9",
     ],
-    # The stack verl 0.9.1 declares for its vllm and fsdp extras (see shared docs).
+    # The stack verl 0.9.1 declares for its vllm and fsdp extras, minus flash-attn: verl's `fsdp` extra
+    # pulls flash-attn==2.8.3, which PyPI serves only as a source package whose isolated build has no
+    # torch ("No module named torch", or an hour of compiling). It is installed on its own after torch
+    # (README "Install on a GPU node"); recipe/care/preflight.py stops a launch when it is missing,
+    # the wrong version, or built against another torch.
     "gpu": [
-        f"verl[verl-core,vllm,fsdp]=={VERL}",
+        f"verl[verl-core,vllm]=={VERL}",
         "vllm==0.24.0",
         "torch==2.11.0",
         "torchvision==0.26.0",
         "transformers==5.9.0",
-        "flash-attn==2.8.3",
+        "flash-linear-attention==0.5.2",  # the rest of verl's fsdp extra
         "liger-kernel",
     ],
 }
@@ -65,7 +69,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.care", "recipe.care.*", "verifiers", "verifiers.*",
                                               "data_prep", "data_prep.*"]),
-    package_data={"recipe.care": ["config/*.yaml"]},
+    package_data={"recipe.care": ["config/*.yaml", "chat_templates/*.jinja"]},
     include_package_data=True,
     install_requires=install_requires,
     extras_require=extras_require,

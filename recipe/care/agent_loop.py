@@ -43,6 +43,7 @@ from uuid import uuid4
 import ray
 
 from recipe.care.core_algos import EMPTY_SPAN_RULES
+from recipe.care.registrations import require_recipe_registrations
 from recipe.care.rgr import (
     RECORD_KEY,
     REFLECTED_KEY,
@@ -120,6 +121,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     """verl 0.9.1 ``AgentLoopWorkerTQ`` plus RGR on every training group (see the module docstring)."""
 
     def __init__(self, config, *args, **kwargs):
+        require_recipe_registrations("CareAgentLoopWorker")
         super().__init__(config, *args, **kwargs)
         self.rgr_config = rgr_config_of(config)
         self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)

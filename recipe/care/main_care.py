@@ -1,4 +1,4 @@
-"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--dry-run] key=value ...``.
+"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--model PRESET] [--dry-run] key=value ...``.
 
 Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
 defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipe.care.verl_compat import require_verl_attr
 
@@ -210,10 +210,55 @@ def _task_runner_class():
 
     class CareTaskRunner(TaskRunnerV1.__ray_actor_class__):
         def run(self, config):
+            from recipe.care.registrations import WORKER_MODULES, require_recipe_registrations
+
+            # before any model loads: the job's runtime_env must carry the recipe to every worker
+            modules = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES")
+            require_recipe_registrations("the task runner", str(modules).split(",") if modules else WORKER_MODULES)
             register_recipe()
             return super().run(config)
 
     return ray.remote(CareTaskRunner)
+
+
+FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
+METRICS_FILE = "metrics.jsonl"
+
+
+def set_file_logger_path(config: DictConfig, environ=None) -> str | None:
+    """Where verl's ``file`` logger writes, made explicit in the workers' runtime_env.
+
+    verl 0.9.1 (``verl/utils/tracking.py`` FileLogger) reads ``VERL_FILE_LOGGER_PATH`` in the task
+    runner actor, else writes ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl`` relative to
+    that actor's working directory. The recipe puts it in the run's folder,
+    ``<trainer.default_local_dir>/metrics.jsonl`` (absolute), unless the config's runtime_env or the
+    launching environment already names a path. Returns the path, or None without a file logger.
+    """
+    environ = os.environ if environ is None else environ
+    loggers = config.trainer.logger
+    if "file" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+        return None
+    env_vars = OmegaConf.select(config, "ray_kwargs.ray_init.runtime_env.env_vars") or {}
+    path = env_vars.get(FILE_LOGGER_ENV) or environ.get(FILE_LOGGER_ENV)
+    if not path:
+        path = os.path.join(str(config.trainer.default_local_dir), METRICS_FILE)
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    with open_dict(config):
+        OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{FILE_LOGGER_ENV}", path, force_add=True)
+    return path
+
+
+def keep_previous_metrics(path: str) -> str | None:
+    """verl's FileLogger opens its file with mode "wb": a resumed run would erase the earlier steps.
+    Move a non-empty earlier file aside (metrics.1.jsonl, metrics.2.jsonl, ...); returns where."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    stem, ext = os.path.splitext(path)
+    k = 1
+    while os.path.exists(f"{stem}.{k}{ext}"):
+        k += 1
+    os.replace(path, f"{stem}.{k}{ext}")
+    return f"{stem}.{k}{ext}"
 
 
 def run(config: DictConfig) -> None:
@@ -221,9 +266,19 @@ def run(config: DictConfig) -> None:
     run_ppo = require_verl_attr("verl.trainer.main_ppo", "run_ppo")
     auto_set_device(config)
     validate(config)
+    metrics = set_file_logger_path(config)
+    if metrics:
+        os.makedirs(os.path.dirname(metrics), exist_ok=True)
+        moved = keep_previous_metrics(metrics)
+        print(f"care: step metrics (JSON lines) -> {metrics}" + (f" (earlier run's kept as {moved})" if moved else ""))
     if config.trainer.v1.trainer_mode == "care_sync":
         register_recipe()  # fail here, not inside a Ray actor, if a recipe module is broken
     run_ppo(config, task_runner_class=_task_runner_class())
+
+
+# --preflight-only: run every check (GPU ones included) and stop; --skip-preflight: launch without them.
+# main() takes them out of argv before parse_args.
+PREFLIGHT_FLAGS = ("--preflight-only", "--skip-preflight")
 
 
 def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
@@ -237,15 +292,62 @@ def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
         elif arg.startswith("--algo="):
             algo = arg.split("=", 1)[1]
         elif arg.startswith("--"):
-            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --dry-run; everything else is key=value")
+            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --model NAME, --dry-run, "
+                                  f"{', '.join(PREFLIGHT_FLAGS)}; "
+                                  "everything else is key=value")
         else:
             overrides.append(arg)
     return algo, dry_run, overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-    algo, dry_run, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+def run_preflight(config: DictConfig, dry_run: bool) -> bool:
+    """recipe/care/preflight.py before anything starts Ray; prints one line per problem to stderr."""
+    from recipe.care.preflight import format_problems, gpu_checks_apply, preflight
+
+    problems = preflight(config, gpu=gpu_checks_apply(dry_run))
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+    return not problems
+
+
+def take_model_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--model NAME`` / ``--model=NAME`` (a recipe/care/presets.py preset) out of argv."""
+    model, rest, args = None, [], iter(argv)
+    for arg in args:
+        if arg == "--model":
+            model = next(args, "")
+        elif arg.startswith("--model="):
+            model = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return model, rest
+
+
+def compose_with_preset(overrides: list[str], algo: str, model: str | None) -> DictConfig:
+    """ALGO preset, then the model preset scaled to the GPU count the user's overrides ask for, then those overrides."""
     config = compose_config(overrides, algo=algo)
+    if not model:
+        return config
+    from recipe.care.presets import preset_overrides
+
+    preset, notes = preset_overrides(model, int(config.trainer.n_gpus_per_node), int(config.trainer.nnodes))
+    for note in notes:
+        print(f"care: --model {model}: {note}", file=sys.stderr)
+    return compose_config([*preset, *overrides], algo=algo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    flags = {arg for arg in argv if arg in PREFLIGHT_FLAGS}
+    model, argv = take_model_option([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
+    algo, dry_run, overrides = parse_args(argv)
+    config = compose_with_preset(overrides, algo, model)
+    if "--skip-preflight" not in flags and not run_preflight(config, dry_run and "--preflight-only" not in flags):
+        return 2
+    if "--preflight-only" in flags:
+        print("preflight: all checks passed")
+        return 0
+    set_file_logger_path(config)  # shown in the dry run's config; the launch creates the folder
     if dry_run:
         validate(config)
         print(OmegaConf.to_yaml(config, resolve=True))

@@ -57,7 +57,7 @@ RGR_MANAGER = "recipe.care.agent_loop.CareAgentLoopManager"
 BATCH, ROLLOUT_N, CARE_K, CARE_M = 4, 6, 2, 3
 # Cold-start SFT of the random tiny model through verl's SFT trainer (replaces the former
 # hand-written warm-up: 200 steps of 1 example at lr 3e-3 gave 25% accuracy, 76% mixed groups).
-# Steps measured with benchmarks/smoke_warmup_accuracy.py (6 answers per training prompt at
+# Steps measured with benchmarks/smoke_sft_accuracy.py (6 answers per training prompt at
 # temperature 1): see SFT_STEPS's comment there and in the README.
 SFT_STEPS = 100
 SFT_BATCH = 2
@@ -294,17 +294,36 @@ def run_sft(python: str, base: Path, sft_data: Path, ckpt: Path, steps: int, met
     return hf
 
 
-def build_model(workdir: Path, python: str, rl_train_files: list[str], sft_steps: int,
-                timeout: float | None = None) -> Path:
-    """Tiny random Qwen2.5-VL -> build_sft.py cold-start set -> verl SFT; returns the SFT checkpoint."""
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+# --model: the tiny model's family. The GPU presets' names (recipe/care/presets.py) map to their family.
+SMOKE_MODELS = ("qwen2.5-vl", "qwen3-vl")
 
-    base = tiny_qwen25_vl_dir()
-    ckpt = workdir / f"sft-{sft_steps}"
+
+def smoke_family(model: str) -> str:
+    from recipe.care.presets import PRESETS
+
+    if model in SMOKE_MODELS:
+        return model
+    if model in PRESETS:
+        return PRESETS[model].family
+    raise SystemExit(f"[smoke] unknown --model {model!r}; choose one of {', '.join([*SMOKE_MODELS, *PRESETS])}")
+
+
+def tiny_base_dir(family: str) -> Path:
+    from recipe.care.tiny_models import tiny_qwen3_vl_dir, tiny_qwen25_vl_dir
+
+    return tiny_qwen3_vl_dir() if family == "qwen3-vl" else tiny_qwen25_vl_dir()
+
+
+def build_model(workdir: Path, python: str, rl_train_files: list[str], sft_steps: int,
+                timeout: float | None = None, family: str = "qwen2.5-vl") -> Path:
+    """Tiny random model of ``family`` -> build_sft.py cold-start set -> verl SFT; returns the SFT checkpoint."""
+    base = tiny_base_dir(family)
+    tag = "" if family == "qwen2.5-vl" else f"-{family}"  # per family: a workdir can hold both
+    ckpt = workdir / f"sft{tag}-{sft_steps}"
     hf = ckpt / f"global_step_{sft_steps}" / "huggingface"
     if not (ckpt / ".complete").exists():
         sft_data = build_sft_data(workdir, base, python, rl_train_files)
-        run_sft(python, base, sft_data, ckpt, sft_steps, workdir / "metrics" / "sft.jsonl", timeout)
+        run_sft(python, base, sft_data, ckpt, sft_steps, workdir / "metrics" / f"sft{tag}.jsonl", timeout)
         (ckpt / ".complete").write_text(json.dumps({"steps": sft_steps, "lr": SFT_LR, "batch": SFT_BATCH}))
     return hf
 
@@ -549,6 +568,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
     p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
+    p.add_argument("--model", default="qwen2.5-vl",
+                   help="tiny model family: qwen2.5-vl (default) | qwen3-vl (a GPU preset name picks its family)")
     return p.parse_known_args(argv)
 
 
@@ -571,18 +592,20 @@ def main(argv: list[str] | None = None) -> int:
     python = sys.executable
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    family = smoke_family(args.model)
 
     t0 = time.time()
-    files = build_data(workdir, tiny_qwen25_vl_dir(), python)
+    files = build_data(workdir, tiny_base_dir(family), python)
     train_files, val_file = files[:-1], files[-1]
     t_data = time.time() - t0
-    model = build_model(workdir, python, train_files, args.sft_steps, args.timeout)
+    model = build_model(workdir, python, train_files, args.sft_steps, args.timeout, family)
     log(f"tiny model and data ready in {time.time() - t0:.0f}s: model={model} train={train_files}")
     if args.build_only:
         return 0
 
-    ckpt = workdir / "checkpoints" / args.algo
+    # per family, so a Qwen3-VL run never resumes from a Qwen2.5-VL checkpoint in the same workdir
+    run_tag = args.algo if family == "qwen2.5-vl" else f"{args.algo}-{family}"
+    ckpt = workdir / "checkpoints" / run_tag
     if args.fresh or not args.no_resume:
         shutil.rmtree(ckpt, ignore_errors=True)
     if args.algo == "care" and rgr_available():
@@ -593,31 +616,31 @@ def main(argv: list[str] | None = None) -> int:
     elif args.algo == "care":
         log("RGR off: recipe/care/rgr.py / agent_loop.py not installed")
     metrics = workdir / "metrics"
-    for stale in metrics.glob(f"{args.algo}-run*.jsonl"):  # a previous smoke's files would join this report
+    for stale in metrics.glob(f"{run_tag}-run*.jsonl"):  # a previous smoke's files would join this report
         stale.unlink()
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra, "run", args.timeout,
-                metrics / f"{args.algo}-run1.jsonl")
-        stages.append(f"{args.algo} steps 1-{args.steps}")
+                metrics / f"{run_tag}-run1.jsonl")
+        stages.append(f"{run_tag} steps 1-{args.steps}")
     else:
         first = args.steps - 1
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first) + extra,
-                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{args.algo}-run1.jsonl")
+                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
                                                  args.steps) + extra,
                 f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
-                metrics / f"{args.algo}-run2.jsonl")
-        stages += [f"{args.algo} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
+                metrics / f"{run_tag}-run2.jsonl")
+        stages += [f"{run_tag} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
     log(f"done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
     try:
-        result, runs = write_report(workdir, ["care", "grpo", "dapo", "gspo"])
+        result, runs = write_report(workdir, [run_tag] if family != "qwen2.5-vl" else ["care", "grpo", "dapo", "gspo"])
         stages.append("report")
     except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
         log(f"report not written: {exc!r}")
         result, runs = None, []
-    print_summary(stages, result, runs, args.algo)
+    print_summary(stages, result, runs, run_tag)
     return 0
 
 

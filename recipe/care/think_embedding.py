@@ -52,15 +52,19 @@ def pool_think_embeddings(states: Sequence[torch.Tensor], masks: Sequence[torch.
         raise ValueError(f"{len(states)} state blocks but {len(masks)} masks")
     if not states:
         raise ValueError("pool_think_embeddings needs at least one sample")
-    rows = []
-    for state, mask in zip(states, masks, strict=True):
-        if state.shape[0] != mask.shape[0]:
-            raise ValueError(f"state block has {state.shape[0]} positions but its mask has {mask.shape[0]}")
-        weight = mask.to(device=state.device, dtype=torch.float32)
-        # [1, r] @ [r, H]: sums in fp32 without materialising an fp32 copy weighted elementwise.
-        total = weight.unsqueeze(0) @ state.to(torch.float32)
-        rows.append(total.squeeze(0) / weight.sum().clamp(min=1.0))
-    return F.normalize(torch.stack(rows), p=2, dim=-1, eps=_NORM_EPS)
+    # verl calls prepare_model_outputs (where this runs) inside torch.autocast: there the matmul
+    # below would run in bf16 whatever its inputs' dtype (~1e-3 error on a unit vector, enough to
+    # flip near-tie cosine rankings). Autocast is switched off for the pooling only.
+    with torch.autocast(device_type=states[0].device.type, enabled=False):
+        rows = []
+        for state, mask in zip(states, masks, strict=True):
+            if state.shape[0] != mask.shape[0]:
+                raise ValueError(f"state block has {state.shape[0]} positions but its mask has {mask.shape[0]}")
+            weight = mask.to(device=state.device, dtype=torch.float32)
+            # [1, r] @ [r, H]: sums in fp32 without materialising an fp32 copy weighted elementwise.
+            total = weight.unsqueeze(0) @ state.to(torch.float32)
+            rows.append(total.squeeze(0) / weight.sum().clamp(min=1.0))
+        return F.normalize(torch.stack(rows), p=2, dim=-1, eps=_NORM_EPS)
 
 
 def _check_lengths(seq_lens: torch.Tensor, resp_lens: torch.Tensor) -> tuple[list[int], list[int]]:

@@ -204,3 +204,87 @@ def tiny_qwen25_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: in
         processor.save_pretrained(out)
 
     return _cached_dir("tiny-qwen2.5-vl", spec, build)
+
+
+# ---------------------------------------------------------------------------------------------
+# Qwen3-VL
+# ---------------------------------------------------------------------------------------------
+# Qwen3 / Qwen3-VL keep Qwen2.5's byte-level BPE (the same 151643 ranks) and add four tokens after
+# Qwen2.5's added ones (tokenizer_config.json of Qwen/Qwen3-VL-8B-Instruct): ids 151665..151668,
+# not special. So `<think>` is ONE token in Qwen3-VL (151667), several in Qwen2.5-VL.
+QWEN3_EXTRA_ADDED_TOKENS = ("<tool_response>", "</tool_response>", "<think>", "</think>")
+QWEN3_THINK_ID, QWEN3_END_THINK_ID = 151667, 151668
+# chat_template.json of Qwen/Qwen3-VL-8B-Instruct (no default system prompt, unlike Qwen2.5-VL).
+QWEN3_VL_CHAT_TEMPLATE_FILE = Path(__file__).resolve().parent / "chat_templates" / "qwen3_vl_instruct.jinja"
+
+
+def _build_qwen3_tokenizer_files(out: Path) -> None:
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(qwen25_tokenizer_dir()))
+    first = QWEN25_FIRST_ADDED_ID + len(QWEN25_SPECIAL_TOKENS) + len(QWEN25_ADDED_TOKENS)
+    for offset, text in enumerate(QWEN3_EXTRA_ADDED_TOKENS):
+        tok.add_tokens([AddedToken(text, special=False, normalized=False)])
+        if tok.convert_tokens_to_ids(text) != first + offset:
+            raise RuntimeError(f"added token {text!r} got id {tok.convert_tokens_to_ids(text)}, expected {first + offset}")
+    tok.chat_template = QWEN3_VL_CHAT_TEMPLATE_FILE.read_text()
+    tok.save_pretrained(out)
+
+
+def qwen3_tokenizer_dir() -> Path:
+    """A transformers tokenizer equal to Qwen3-VL's: Qwen2.5's BPE, Qwen3's added tokens, Qwen3-VL's template."""
+    return _cached_dir("qwen3-vl-tokenizer", {"v": 1}, _build_qwen3_tokenizer_files)
+
+
+def tiny_qwen3_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+                      vision_hidden: int = 32, vision_depth: int = 2, seed: int = 0,
+                      min_pixels: int = 32 * 32 * 4, max_pixels: int = 32 * 32 * 64) -> Path:
+    """A random ``Qwen3VLForConditionalGeneration`` plus a real Qwen3-VL processor (tokenizer, template).
+
+    Qwen3-VL's geometry: 16 px patches, 2x2 merge (32 px per image token), interleaved M-RoPE,
+    DeepStack (visual features of some vision layers added to the first decoder layers), QK-norm.
+    A test image becomes 4..64 image tokens.
+    """
+    spec = dict(kind="qwen3-vl", h=hidden_size, l=num_layers, nh=num_heads, kv=num_kv_heads,
+                vh=vision_hidden, vd=vision_depth, seed=seed, minp=min_pixels, maxp=max_pixels, v=1)
+
+    def build(out: Path) -> None:
+        import torch
+        from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+        torch.manual_seed(seed)
+        head_dim = hidden_size // num_heads
+        half = head_dim // 2
+        text = dict(vocab_size=QWEN25_VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                    num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                    head_dim=head_dim, max_position_embeddings=4096, tie_word_embeddings=True,
+                    bos_token_id=QWEN25_FIRST_ADDED_ID, eos_token_id=QWEN25_FIRST_ADDED_ID + 2,
+                    pad_token_id=QWEN25_FIRST_ADDED_ID,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_interleaved": True,
+                                     "mrope_section": [half - 2 * (half // 4), half // 4, half // 4]})
+        vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_heads=2,
+                      out_hidden_size=hidden_size, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      num_position_embeddings=256, deepstack_visual_indexes=[0])
+        config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
+                               image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                               vision_end_token_id=151653)
+        Qwen3VLForConditionalGeneration(config).save_pretrained(out)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))
+        # Qwen3-VL's image processor: Qwen2-VL's with 16 px patches and mean/std 0.5.
+        image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=16,
+                                                merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
+                                                image_std=[0.5] * 3)
+        try:
+            from transformers import Qwen3VLVideoProcessor
+
+            video_processor = Qwen3VLVideoProcessor()
+        except ImportError:  # torchvision missing: transformers then has no video processor
+            video_processor = None
+        processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                     video_processor=video_processor, chat_template=tokenizer.chat_template)
+        processor.save_pretrained(out)
+
+    return _cached_dir("tiny-qwen3-vl", spec, build)

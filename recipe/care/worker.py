@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from recipe.care.registrations import require_recipe_registrations
 from recipe.care.think_embedding import pool_think_embeddings, response_states_packed, response_states_padded
 from recipe.care.verl_compat import require_verl_attr
 from recipe.care.verl_fixes import install_qwen2_vl_text_only_fix
@@ -143,6 +144,7 @@ class CareActorRolloutRefWorker(ActorRolloutRefWorker):
     # Re-registered: an override loses the parent's dispatch attributes (verl 0.9.1 decorator.py:398).
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def init_model(self):
+        require_recipe_registrations("CareActorRolloutRefWorker")
         install_qwen2_vl_text_only_fix()
         super().init_model()
         self.think_embedding_tap = None

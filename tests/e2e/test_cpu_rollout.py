@@ -21,7 +21,9 @@ from recipe.care.cpu.rollout import (  # noqa: E402
     register,
 )
 from recipe.care.main_care import compose_config  # noqa: E402
-from recipe.care.tiny_models import tiny_qwen2_dir, tiny_qwen25_vl_dir  # noqa: E402
+from recipe.care.tiny_models import tiny_qwen2_dir, tiny_qwen3_vl_dir, tiny_qwen25_vl_dir  # noqa: E402
+
+VL_MODELS = pytest.mark.parametrize("vl_dir", [tiny_qwen25_vl_dir, tiny_qwen3_vl_dir], ids=["qwen2.5-vl", "qwen3-vl"])
 
 
 def rollout_config(response_length=12):
@@ -126,10 +128,11 @@ def test_update_weights_refuses_unknown_or_missing_tensors(text_server):
         run(server.update_weights(partial))
 
 
-def test_images_reach_the_vision_tower():
+@VL_MODELS
+def test_images_reach_the_vision_tower(vl_dir):
     from PIL import Image
 
-    path = tiny_qwen25_vl_dir()
+    path = vl_dir()
     server = CpuGenerationServer(rollout_config(response_length=8), {"path": str(path)})
     image = Image.new("RGB", (56, 84), (200, 30, 30))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
@@ -146,7 +149,8 @@ def test_images_reach_the_vision_tower():
         run(server.generate(prompt_ids=prompt, sampling_params=greedy(), request_id="u", image_data=[image, image]))
 
 
-def test_image_prompt_log_probs_match_the_actors_teacher_forced_forward():
+@VL_MODELS
+def test_image_prompt_log_probs_match_the_actors_teacher_forced_forward(vl_dir):
     """With images, the sampler must use the same M-RoPE positions as verl's actor.
 
     transformers 5.9's Qwen2.5-VL derives its multimodal rotary positions from ``mm_token_type_ids``;
@@ -156,7 +160,7 @@ def test_image_prompt_log_probs_match_the_actors_teacher_forced_forward():
     """
     from PIL import Image
 
-    server = CpuGenerationServer(rollout_config(response_length=10), {"path": str(tiny_qwen25_vl_dir())})
+    server = CpuGenerationServer(rollout_config(response_length=10), {"path": str(vl_dir())})
     image = Image.new("RGB", (84, 56), (30, 30, 200))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Count the bars."}]}]
     text = server.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

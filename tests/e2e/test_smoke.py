@@ -189,3 +189,38 @@ def test_grpo_baseline_runs_the_same_way(workdir):
     assert "| grpo |" in index
     if (workdir / "metrics" / "care-run1.jsonl").exists():
         assert "| metric | care | grpo |" in index
+
+
+@pytest.mark.timeout(HARD_LIMIT_S + 60)
+def test_qwen3_vl_smoke_through_run_care_sh(workdir):
+    """``bash run_care.sh --smoke --model qwen3-vl``: the tiny random Qwen3-VL (real Qwen3-VL tokenizer
+    and template, single-token ``<think>``) through the same loop: CPU rollout, reward, RGR, think
+    embeddings from verl's engine, CARE's advantages, update, weight sync."""
+    env = {k: v for k, v in os.environ.items() if k != "SMOKE_SFT_STEPS"} | {
+        "PYTHONPATH": str(REPO), "PYTHON": sys.executable, "ALGO": "care"}
+    log = workdir / "smoke-qwen3-vl.log"
+    with open(log, "w") as fh:
+        try:
+            proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--smoke", "--model", "qwen3-vl", "--workdir",
+                                   str(workdir), "--steps", "2", "--no-resume"],
+                                  cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=HARD_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"qwen3-vl smoke exceeded {HARD_LIMIT_S}s; log tail:\n{log.read_text()[-4000:]}")
+    text = log.read_text()
+    assert proc.returncode == 0, f"qwen3-vl smoke failed (rc={proc.returncode}); log tail:\n{text[-6000:]}"
+    # the cold-start SFT ran through verl for this family too, and CARE started from its checkpoint
+    sft = read_metrics(workdir / "metrics" / "sft-qwen3-vl.jsonl")
+    assert [r["step"] for r in sft] == list(range(1, SFT_STEPS + 1))
+    hf = workdir / f"sft-qwen3-vl-{SFT_STEPS}" / f"global_step_{SFT_STEPS}" / "huggingface"
+    assert (hf / "config.json").exists() and str(hf) in text
+    records = read_metrics(workdir / "metrics" / "care-qwen3-vl-run1.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/advantages/mean",
+                    "care/groups/count", "care/acc", "care/subgroup_frac", "rgr/eligible"):
+            finite(record, key)
+        assert finite(record, "care/groups/count") == 4
+        assert_sampler_is_the_policy(record)
+        assert_clip_split_by_sign(record)
+    # the CARE step had failures to contrast or rescue (a group without any failure has no subgroup)
+    assert sum(finite(r, "care/groups/mixed_frac") + finite(r, "care/groups/all_wrong_frac") for r in records) > 0

@@ -2,7 +2,7 @@
 
 Run as a subprocess by test_worker_embeddings.py (own process: verl reads the platform at import
 time and a process group is per process):
-    python tests/trainer/engine_probe.py --model qwen2|qwen25vl --layout packed|padded
+    python tests/trainer/engine_probe.py --model qwen2|qwen25vl|qwen3vl --layout packed|padded
 
 The reference is a plain transformers forward of the same checkpoint, one sample at a time, run
 *before* the worker builds its model: verl's monkey patches replace transformers' class methods
@@ -171,7 +171,7 @@ def reference(path, vl, rows, pool_masks):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=["qwen2", "qwen25vl"], required=True)
+    parser.add_argument("--model", choices=["qwen2", "qwen25vl", "qwen3vl"], required=True)
     parser.add_argument("--layout", choices=["packed", "padded"], required=True)
     args = parser.parse_args()
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
@@ -180,12 +180,12 @@ def main():
     from recipe.care.main_care import compose_config
     from recipe.care.spans import compute_response_spans
     from recipe.care.think_embedding import response_pool_mask
-    from recipe.care.tiny_models import load_qwen25_tokenizer, tiny_qwen2_dir, tiny_qwen25_vl_dir
+    from recipe.care.tiny_models import load_qwen25_tokenizer, tiny_qwen2_dir, tiny_qwen3_vl_dir, tiny_qwen25_vl_dir
     from recipe.care.worker import CareActorRolloutRefWorker
     from verl.utils import tensordict_utils as tu
 
-    vl = args.model == "qwen25vl"
-    path = str(tiny_qwen25_vl_dir() if vl else tiny_qwen2_dir())
+    vl = args.model in ("qwen25vl", "qwen3vl")
+    path = str({"qwen2": tiny_qwen2_dir, "qwen25vl": tiny_qwen25_vl_dir, "qwen3vl": tiny_qwen3_vl_dir}[args.model]())
     packed = args.layout == "packed"
     if vl:
         rows, tokenizer = vl_rows(path)
@@ -274,6 +274,7 @@ def main():
         "forward_calls_emb": calls_emb,
         "plain_has_emb": "think_emb" in out_plain.keys(),
         "n_samples": len(rows),
+        "think_tag_tokens": len(tokenizer("<think>", add_special_tokens=False)["input_ids"]),
         "image_rows": [int("pixel_values" in row.get("multi_modal_inputs", {})) for row in rows],
         "position_ids_rows": [int(row["position_ids"].shape[0]) if row["position_ids"].dim() == 2 else 1 for row in rows],
         "whole_response_rows": [int(not bool(spans.has_think[i])) for i in range(len(rows))],

@@ -1,5 +1,6 @@
 """care_trainer.yaml composed on verl's real hydra tree and converted to verl's dataclasses."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,13 +83,48 @@ def test_unknown_algo_is_a_clear_error():
 
 
 @pytest.mark.parametrize("algo", ["care", "grpo"])
-def test_run_care_sh_dry_run_prints_accepted_config(algo):
+def test_run_care_sh_dry_run_prints_accepted_config(algo, tmp_path):
+    for name in ("train-00000.parquet", "val.parquet"):  # the dry run's preflight checks the files exist
+        (tmp_path / name).write_bytes(b"x")
     proc = subprocess.run(
         ["bash", str(REPO / "run_care.sh"), "--dry-run", "trainer.total_training_steps=3"],
-        cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable},
+        cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable,
+                       "DATA_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ALGO={algo}: config accepted" in proc.stdout
     assert "total_training_steps: 3" in proc.stdout
     assert ("trainer_mode: care_sync" in proc.stdout) == (algo == "care")
+
+
+@pytest.mark.parametrize("algo", sorted(ALGO_OVERRIDES))
+def test_defaults_fsdp2_and_no_wandb(algo):
+    cfg = compose_config(["actor_rollout_ref.model.path=/nonexistent"], algo=algo)
+    dc = to_verl_dataclasses(cfg)
+    assert cfg.actor_rollout_ref.actor.strategy == "fsdp2" and dc["actor"].strategy == "fsdp2"
+    assert cfg.actor_rollout_ref.ref.strategy == "fsdp2"
+    assert list(cfg.trainer.logger) == ["console", "file"]
+
+
+def test_file_logger_goes_to_the_run_folder(tmp_path):
+    from recipe.care.main_care import keep_previous_metrics, set_file_logger_path
+
+    cfg = compose_config([f"trainer.default_local_dir={tmp_path}/run"])
+    path = set_file_logger_path(cfg, environ={})
+    assert path == f"{tmp_path}/run/metrics.jsonl"
+    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH == path
+    # relative run folders become absolute (the task runner actor's working directory is not ours)
+    rel = compose_config(["trainer.default_local_dir=ckpt/x"])
+    assert set_file_logger_path(rel, environ={}) == os.path.abspath("ckpt/x/metrics.jsonl")
+    # an explicit path (environment or config) wins; no file logger -> nothing set
+    assert set_file_logger_path(compose_config([]), environ={"VERL_FILE_LOGGER_PATH": f"{tmp_path}/m.jsonl"}) == f"{tmp_path}/m.jsonl"
+    none = compose_config(["trainer.logger=[console]"])
+    assert set_file_logger_path(none, environ={}) is None
+    assert "VERL_FILE_LOGGER_PATH" not in none.ray_kwargs.ray_init.runtime_env.env_vars
+    # a resumed run does not erase the earlier run's lines (verl opens the file with "wb")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/metrics.jsonl").write_text('{"step": 1, "data": {}}\n')
+    moved = keep_previous_metrics(path)
+    assert moved == f"{tmp_path}/run/metrics.1.jsonl" and (tmp_path / "run/metrics.1.jsonl").read_text().startswith('{"step": 1')
+    assert keep_previous_metrics(path) is None

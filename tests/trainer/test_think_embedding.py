@@ -60,3 +60,22 @@ def test_sequence_parallel_is_refused_with_the_setting_to_change():
     refuse_sequence_parallel(SimpleNamespace())  # engines without the attribute run SP = 1
     with pytest.raises(ThinkEmbeddingUnsupported, match=r"ulysses_sequence_parallel_size=1"):
         refuse_sequence_parallel(SimpleNamespace(ulysses_sequence_parallel_size=2))
+
+
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_pooling_stays_fp32_inside_bf16_autocast(state_dtype):
+    """verl runs prepare_model_outputs (where pooling happens) under torch.autocast; on GPU that is bf16."""
+    torch.manual_seed(0)
+    states = [torch.randn(r, 512).to(state_dtype) for r in (300, 17, 128)]
+    masks = [torch.rand(s.shape[0]) < 0.7 for s in states]
+    reference = pool_think_embeddings(states, masks)  # no autocast: fp32 throughout
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        a = torch.randn(4, 4)
+        assert (a @ a).dtype == torch.bfloat16  # autocast is really active for matmuls here
+        pooled = pool_think_embeddings(states, masks)
+        # what pooling gave before autocast was switched off: the same matmul, in bf16
+        naive = F.normalize(torch.stack([(m.float().unsqueeze(0) @ s.float()).squeeze(0) / m.sum()
+                                         for s, m in zip(states, masks)]).float(), dim=-1)
+    assert pooled.dtype == torch.float32
+    assert torch.allclose(pooled, reference, atol=1e-6, rtol=0)
+    assert (naive - reference).abs().max() > 1e-4  # the error this guards against is real on CPU too

@@ -47,6 +47,23 @@ def test_qwen25vl_think_embeddings_match_transformers_padded(run_probe):
     assert not r["plain_has_emb"]
 
 
+@pytest.mark.slow
+def test_qwen3vl_think_embeddings_match_transformers_padded(run_probe):
+    """The same through a tiny random Qwen3-VL (real Qwen3-VL tokenizer and template: ``<think>`` is
+    one token; interleaved M-RoPE, DeepStack, QK-norm) and verl 0.9.1's qwen3_vl code path."""
+    r = run_probe("--model", "qwen3vl", "--layout", "padded")
+    assert r["think_tag_tokens"] == 1
+    assert r["image_rows"] == [1, 1, 1, 0, 0, 0]
+    assert r["position_ids_rows"] == [4] * r["n_samples"]
+    assert r["emb_shape"] == [r["n_samples"], r["hidden_size"]]
+    assert r["logprob_max_abs_err"] < 1e-4
+    assert r["max_abs_err"] < 1e-5 and r["dynamic_bsz_max_abs_err"] < 1e-5
+    assert all(abs(n - 1.0) < 1e-5 for n in r["norms"])
+    assert any(r["whole_response_rows"]) and not all(r["whole_response_rows"])
+    assert r["forward_calls_emb"] == r["forward_calls_plain"] == 3
+    assert r["logprob_plain_vs_emb_err"] == 0.0 and not r["plain_has_emb"]
+
+
 def _flash_attn_available() -> bool:
     from transformers.utils import is_flash_attn_2_available
 
