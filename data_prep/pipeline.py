@@ -130,9 +130,13 @@ def _fallback_id(source: str, split: str, index: int) -> str:
     return f"row{index}" if source == VIRL39K else f"{split}/{index}"
 
 
-def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0) -> Iterator[list[Record]]:
-    """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held."""
-    wanted = REQUIRED_COLUMNS.get(source, ()) + OPTIONAL_COLUMNS.get(source, ())
+def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0,
+                   wanted: tuple[str, ...] | None = None) -> Iterator[list[Record]]:
+    """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held.
+
+    ``wanted``: the columns to read (default: the training source's required + optional ones)."""
+    if wanted is None:
+        wanted = REQUIRED_COLUMNS.get(source, ()) + OPTIONAL_COLUMNS.get(source, ())
     columns = [c for c in dict.fromkeys(wanted) if c in table.columns]
     index = 0
     for chunk in table.batches(batch_size, columns):
@@ -286,12 +290,12 @@ def _admit(res, source: str, report: Report, test_index: DedupIndex, dedup: Dedu
     report.keep(source, res.resized)
 
 
-def _verify_files(files: list[tuple[str, int]]) -> int:
+def _verify_files(files: list[tuple[str, int]], schema=OUTPUT_SCHEMA) -> int:
     """Re-read every file's footer: one schema everywhere, and the row count the writer claims."""
     total = 0
     for path, rows in files:
         meta = pq.read_metadata(path)
-        if not meta.schema.to_arrow_schema().equals(OUTPUT_SCHEMA, check_metadata=False):
+        if not meta.schema.to_arrow_schema().equals(schema, check_metadata=False):
             raise ReconciliationError(f"{path} does not have the declared output schema")
         if meta.num_rows != rows:
             raise ReconciliationError(f"{path} holds {meta.num_rows} rows, the writer wrote {rows}")

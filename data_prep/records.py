@@ -43,6 +43,9 @@ class Record:
     origin: str = ""
     category: str = ""
     choices: list[str] = field(default_factory=list)
+    # Extra ``extra_info`` fields (benchmarks: question_type, answer_type, precision, unit); the
+    # writer's schema must declare them. Empty for the training sources.
+    meta: dict = field(default_factory=dict)
     # Set when the row is dropped before any image work: (reason, detail).
     drop: tuple[str, str] | None = None
 

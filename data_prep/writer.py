@@ -19,7 +19,9 @@ class ShardWriter:
     Every shard uses :data:`OUTPUT_SCHEMA`; ``extra_info.index`` is the row's position in the split.
     """
 
-    def __init__(self, out_dir: str, prefix: str, shard_rows: int = 0, file_name: str | None = None):
+    def __init__(self, out_dir: str, prefix: str, shard_rows: int = 0, file_name: str | None = None,
+                 schema=OUTPUT_SCHEMA):
+        self.schema = schema
         self.out_dir, self.prefix, self.file_name = out_dir, prefix, file_name
         self.shard_rows = shard_rows if shard_rows > 0 and file_name is None else 0
         self.rows_written = 0
@@ -49,9 +51,9 @@ class ShardWriter:
             return
         if self._writer is None:
             path = self._path()
-            self._writer = pq.ParquetWriter(path, OUTPUT_SCHEMA)
+            self._writer = pq.ParquetWriter(path, self.schema)
             self.files.append((path, 0))
-        table = pa.Table.from_pylist(self._buffer, schema=OUTPUT_SCHEMA)
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
         self._writer.write_table(table)
         self._in_shard += len(self._buffer)
         path, rows = self.files[-1]
@@ -68,7 +70,7 @@ class ShardWriter:
             self._writer = None
         if not self.files:  # an empty split still gets a (schema-only) file, so configs can name it
             path = self._path()
-            pq.write_table(OUTPUT_SCHEMA.empty_table(), path)
+            pq.write_table(self.schema.empty_table(), path)
             self.files.append((path, 0))
         return self.files
 
