@@ -9,6 +9,7 @@
 # Environment (defaults in brackets):
 #   MODEL_PATH [Qwen/Qwen2.5-VL-7B-Instruct]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_qwen2_5_vl_7b]  PROJECT_NAME [care-verl]
+#   BENCH_DIR [unset] (data_prep/build_bench.py's six parquets: also validate on them, greedy, val-core/macro/acc)
 #   TRAIN_BATCH_SIZE [128]  ROLLOUT_N [8]  TOTAL_EPOCHS [1]  LOGGER ['["console","wandb"]']  PYTHON [python3, or .venv-ci/bin/python]
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
@@ -73,10 +74,28 @@ if ((${#train_shards[@]} == 0)); then
 fi
 TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
 
+# BENCH_DIR (data_prep/build_bench.py's output): validate on the six benchmarks next to the mix's val
+# split, one greedy pass each; verl logs val-core/<benchmark>/acc/mean@1, the trainer val-core/macro/acc.
+VAL_FILES="$DATA_DIR/val.parquet"
+bench_args=()
+if [[ -n "${BENCH_DIR:-}" ]]; then
+  bench_files=("$DATA_DIR/val.parquet")
+  for bench in mathvista mathverse mathvision mmmu mmmu_pro_standard mmmu_pro_vision; do
+    if [[ ! -f "$BENCH_DIR/$bench.parquet" && $dry_run == 0 ]]; then
+      echo "run_care.sh: BENCH_DIR=$BENCH_DIR has no $bench.parquet; build it: python data_prep/build_bench.py --out $BENCH_DIR" >&2
+      exit 2
+    fi
+    bench_files+=("$BENCH_DIR/$bench.parquet")
+  done
+  VAL_FILES="[$(IFS=,; echo "${bench_files[*]}")]"
+  bench_args=(actor_rollout_ref.rollout.val_kwargs.n=1 actor_rollout_ref.rollout.val_kwargs.do_sample=False
+              actor_rollout_ref.rollout.val_kwargs.temperature=0)
+fi
+
 exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
   actor_rollout_ref.model.path="$MODEL_PATH" \
   data.train_files="$TRAIN_FILES" \
-  data.val_files="$DATA_DIR/val.parquet" \
+  data.val_files="$VAL_FILES" \
   data.train_batch_size="$TRAIN_BATCH_SIZE" \
   actor_rollout_ref.rollout.n="$ROLLOUT_N" \
   trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
@@ -85,4 +104,5 @@ exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" \
   trainer.experiment_name="$EXPERIMENT_NAME" \
   trainer.total_epochs="$TOTAL_EPOCHS" \
   trainer.logger="$LOGGER" \
+  "${bench_args[@]}" \
   "${args[@]}"

@@ -87,3 +87,22 @@ def test_run_care_sh_dry_run_prints_accepted_config(algo):
     assert f"ALGO={algo}: config accepted" in proc.stdout
     assert "total_training_steps: 3" in proc.stdout
     assert ("trainer_mode: care_sync" in proc.stdout) == (algo == "care")
+
+
+def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable, "DATA_DIR": "mix"}
+    proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run"], cwd=REPO,
+                          env={**env, "BENCH_DIR": "benchdir"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("mix/val.parquet", "benchdir/mathvista.parquet", "benchdir/mathverse.parquet",
+                 "benchdir/mathvision.parquet", "benchdir/mmmu.parquet", "benchdir/mmmu_pro_standard.parquet",
+                 "benchdir/mmmu_pro_vision.parquet"):
+        assert name in proc.stdout, name
+    assert "do_sample: false" in proc.stdout
+    # a real run (not --dry-run) refuses a BENCH_DIR without the six files, before starting anything
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "train-00000.parquet").write_bytes(b"")
+    proc = subprocess.run(["bash", str(REPO / "run_care.sh")], cwd=REPO,
+                          env={**env, "DATA_DIR": str(tmp_path / "mix"), "BENCH_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "mathvista.parquet" in proc.stderr
