@@ -3,6 +3,7 @@
 #
 #   bash run_care.sh [--dry-run] [key=value ...]        # any verl/CARE hydra override passes through
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
+#   bash run_care.sh --stage eval CHECKPOINT [--backend vllm|qwen2_5_vl] [--out DIR] [...]  # lmms-eval, six benchmarks
 #   bash run_care.sh --smoke [key=value ...]              # CPU only, offline: tiny model + data, 3 steps + resume
 #                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
 #
@@ -38,6 +39,13 @@ if [[ -z "$PYTHON" ]]; then
     PYTHON=.venv-ci/bin/python
     echo "run_care.sh: using $PYTHON (python3 has no care-verl installed)" >&2
   fi
+fi
+
+# Final evaluation (evaluation/run_eval.py): merge CHECKPOINT to Hugging Face if it is an FSDP one, run
+# lmms-eval (own virtualenv) on the six benchmarks, write <out>/results.json and results.md.
+if [[ "${1:-}" == "--stage" && "${2:-}" == "eval" ]]; then
+  shift 2
+  exec "$PYTHON" -m evaluation.run_eval "$@"
 fi
 
 args=()
