@@ -22,7 +22,9 @@ OPTIONAL_COLUMNS = {
     VIRL39K: ("qid", "category", "source"),
 }
 # For test-split exclusion only the question and the image(s) matter.
-EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem")}
+# BENCHMARK: a data_prep/build_bench.py parquet (question as prompted, images as bytes).
+BENCHMARK = "benchmark"
+EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem"), BENCHMARK: ("images", "extra_info")}
 
 CHARTQA_SUBSETS = {"human": (0,), "augmented": (1,), "all": (0, 1)}
 CHARTQA_ORIGIN = {0: "human", 1: "augmented"}
@@ -138,6 +140,18 @@ def exclude_record(kind: str, row: dict, split: str, index: int) -> Record:
         rec = Record(CHARTQA, f"{split}/{index}", split, question=row.get("query"))
         image = _hf_image_ref(row.get("image"))
         refs = [image]
+    elif kind == BENCHMARK:
+        # The question as build_bench.py prompted it (options as "Choices:\n(A) ..." lines, the layout
+        # MathVista and ViRL39K use; normalise_question ignores the punctuation), so a training copy
+        # matches when its text, options included, and its images match.
+        info = row.get("extra_info") or {}
+        rec = Record(BENCHMARK, f"{info.get('source', split)}/{info.get('id', index)}", split,
+                     question=info.get("question"))
+        refs = [_hf_image_ref(v) for v in (row.get("images") or [])]
+        if rec.question is None or any(ref is None for ref in refs):
+            return _missing(rec, "question or image")
+        rec.labels, rec.images = ["-"], refs
+        return rec
     else:
         rec = Record(GEOMETRY3K, f"{split}/{row.get('id', index)}", split, question=row.get("problem"))
         refs = [_hf_image_ref(v) for v in (row.get("images") or [])]

@@ -127,3 +127,36 @@ def test_limit_and_subset(built, tmp_path):
     report = json.load(open(os.path.join(out, "report.json")))
     assert set(report["sources"]) == {"mmmu", "mathvista"}
     assert all(s["read"] == 2 for s in report["sources"].values())
+
+
+def test_build_mix_drops_training_rows_that_copy_a_benchmark_row(built, tmp_path):
+    """build_mix.py --exclude-bench: a training copy of a benchmark question + picture is test_overlap."""
+    import datasets
+
+    from data_prep.bench_fixtures import picture
+    from data_prep.build_mix import main as build_mix
+
+    rows = [
+        {"query": "How many bars are there?", "image": picture(2)},  # MathVista fixture pid 2, free form
+        {"query": "Which bar is tallest? Choices: (A) the left one (B) the middle one (C) the right one",
+         "image": picture(1)},  # MathVista pid 1, options written ViRL-style
+        {"query": "How many bars are there?", "image": picture(40)},  # same question, another picture: kept
+        {"query": "What is the value of the tallest bar?", "image": picture(2)},  # same picture, new question
+    ]
+    features = datasets.Features({"image": datasets.Image(), "query": datasets.Value("string"),
+                                  "label": datasets.List(datasets.Value("string")),
+                                  "human_or_machine": datasets.Value("int64")})
+    data = [{"image": {"bytes": r["image"], "path": None}, "query": r["query"], "label": ["3"], "human_or_machine": 0}
+            for r in rows]
+    path = str(tmp_path / "chartqa")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(data, features=features)}).save_to_disk(path)
+    out = str(tmp_path / "mix")
+    assert build_mix(["--chartqa", path, "--sources", "chartqa", "--exclude-bench", built["out"], "--out", out,
+                      "--val-size", "0", "--workers", "1", "--no-progress"]) == 0
+    report = json.load(open(os.path.join(out, "report.json")))
+    dropped = [json.loads(line) for line in open(os.path.join(out, "dropped.jsonl"))]
+    assert {(d["id"], d["reason"]) for d in dropped} == {("train/0", "test_overlap"), ("train/1", "test_overlap")}
+    assert "mathvista/2" in " ".join(d["detail"] for d in dropped)
+    assert report["sources"]["chartqa"]["kept"] == 2
+    indexed = {e["split"]: e["indexed"] for e in report["excluded_test_splits"]}
+    assert indexed["mathvista"] == len(built["rows"]["mathvista"]) and set(indexed) == set(BENCHMARKS)
