@@ -13,7 +13,8 @@ Column names are the ones lmms-eval's task code reads (EvolvingLMMs-Lab/lmms-eva
 - MATH-Vision (``MathLLMs/MathVision``, split ``test`` or ``testmini``; ``mathvision/reasoning/utils.py``):
   ``id``, ``question`` (may hold an ``<image1>`` marker), ``options`` (list, empty for free form),
   ``decoded_image``, ``answer`` (the letter for multiple choice).
-- MMMU (``lmms-lab/MMMU``, split ``validation``; ``mmmu/reasoning/mmmu_val_reasoning.yaml``): ``id``,
+- MMMU (``lmms-lab/MMMU``, split ``validation``; ``mmmu/reasoning/mmmu_val_reasoning.yaml``, which in
+  lmms-eval 0.7.3 reads the copy ``lmms-lab-encoder/MMMU`` with the same columns): ``id``,
   ``question`` with ``<image N>`` markers, ``options`` (a Python list literal as a string),
   ``image_1`` .. ``image_7``, ``answer`` (letter, or for ``open`` questions a value or a list literal),
   ``question_type`` (multiple-choice | open).

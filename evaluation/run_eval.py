@@ -73,11 +73,16 @@ def _care(bench, doc, lmms_eval_specific_kwargs=None):
 
 
 def find_stock_yaml(tasks_root: str, task: str) -> str:
+    """The YAML defining ``task``. lmms-eval 0.7.3 defines ``mmmu_val_reasoning`` twice: in
+    ``mmmu/`` with an LLM judge and in ``mmmu/reasoning/`` judge-free; the ``reasoning/`` one wins."""
     pattern = re.compile(rf"^task:\s*[\"']?{re.escape(task)}[\"']?\s*$", re.MULTILINE)
+    found = []
     for path in sorted(glob.glob(os.path.join(tasks_root, "**", "*.yaml"), recursive=True)):
         with open(path, encoding="utf-8", errors="replace") as fh:
             if pattern.search(fh.read()):
-                return path
+                found.append(path)
+    if found:
+        return min(found, key=lambda p: f"{os.sep}reasoning{os.sep}" not in p)
     raise EvalResultError(f"lmms-eval has no task {task!r} under {tasks_root} (a different lmms-eval version?)")
 
 
@@ -105,7 +110,7 @@ def write_tasks(task_dir: str, tasks_root: str, benchmarks, *, prompt: str, max_
     os.makedirs(task_dir, exist_ok=True)
     names, stock = {}, {}
     for bench in benchmarks:
-        stock_yaml = find_stock_yaml(tasks_root, LMMS_TASKS[bench])
+        stock_yaml = os.path.abspath(find_stock_yaml(tasks_root, LMMS_TASKS[bench]))
         name = TASK_PREFIX + bench
         lines = [f"include: {stock_yaml}", f'task: "{name}"',
                  "generation_kwargs:", f"  max_new_tokens: {int(max_new_tokens)}", "  temperature: 0",

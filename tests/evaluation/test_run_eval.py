@@ -41,7 +41,15 @@ def fake_lmms_tasks(root: Path) -> str:
             (folder / "utils.py").write_text(STOCK_UTILS.format(fn=fn))
             (folder / f"{bench}.yaml").write_text(
                 f'dataset_path: x/y\ntask: "{LMMS_TASKS[bench]}"\ndoc_to_messages: !function utils.{fn}\n')
+    # lmms-eval 0.7.3 also defines mmmu_val_reasoning in mmmu/ itself, with an LLM judge
+    (root / "mmmu" / "mmmu_val_reasoning.yaml").write_text(
+        f'task: "{LMMS_TASKS["mmmu"]}"\nmetric_list:\n  - metric: llm_as_judge_eval\n')
     return str(root)
+
+
+def test_the_judge_free_reasoning_definition_wins(tmp_path):
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    assert find_stock_yaml(tasks_root, LMMS_TASKS["mmmu"]).endswith(os.path.join("mmmu", "reasoning", "mmmu.yaml"))
 
 
 def test_overrides_include_the_stock_task_greedy_with_the_trained_prompt(tmp_path):
