@@ -63,9 +63,10 @@ def _stock(bench):
 def _care(bench, doc, lmms_eval_specific_kwargs=None):
     messages = [m for m in _stock(bench)(doc, lmms_eval_specific_kwargs) if m["role"] != "system"]
     content = messages[-1]["content"]
-    texts = [part for part in content if part.get("type") == "text" and part.get("text", "").strip()]
-    if texts:
-        texts[-1]["text"] = texts[-1]["text"].rstrip() + "\\n\\n" + CARE_INSTRUCTION
+    # The instruction ends the user turn, as in training (MMMU's stock messages end in an empty text part).
+    if content and content[-1].get("type") == "text":
+        question = content[-1].get("text", "").rstrip()
+        content[-1]["text"] = question + "\\n\\n" + CARE_INSTRUCTION if question else CARE_INSTRUCTION
     else:
         content.append({{"type": "text", "text": CARE_INSTRUCTION}})
     return messages

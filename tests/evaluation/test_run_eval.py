@@ -75,6 +75,27 @@ def test_overrides_include_the_stock_task_greedy_with_the_trained_prompt(tmp_pat
         assert messages[0]["content"][-1]["text"] == "Q: 2+2?\n\n" + CARE_INSTRUCTION  # as in training
 
 
+def test_instruction_ends_the_turn_after_the_last_image(tmp_path):
+    """MMMU's stock messages interleave text and images and end in an empty text part."""
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    utils = Path(tasks_root) / "mmmu" / "reasoning" / "utils.py"
+    utils.write_text(utils.read_text() + '''
+def mmmu_doc_to_messages(doc, lmms_eval_specific_kwargs=None):
+    return [{"role": "system", "content": [{"type": "text", "text": "s"}]},
+            {"role": "user", "content": [{"type": "text", "text": "Compare"}, {"type": "image", "url": 1},
+                                         {"type": "text", "text": "and"}, {"type": "image", "url": 2},
+                                         {"type": "text", "text": ""}]}]
+''')
+    write_tasks(str(tmp_path / "out"), tasks_root, ["mmmu"], prompt="care", max_new_tokens=8, data_dir=None,
+                instruction=CARE_INSTRUCTION)
+    spec = importlib.util.spec_from_file_location("care_prompt_mmmu", tmp_path / "out" / "care_prompt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    content = module.mmmu({})[0]["content"]
+    assert [p["type"] for p in content] == ["text", "image", "text", "image", "text"]
+    assert content[2]["text"] == "and" and content[-1]["text"] == CARE_INSTRUCTION
+
+
 def test_stock_prompt_writes_no_override_and_missing_data_is_an_error(tmp_path):
     tasks_root = fake_lmms_tasks(tmp_path / "tasks")
     write_tasks(str(tmp_path / "out"), tasks_root, ["mmmu"], prompt="stock", max_new_tokens=8, data_dir=None,
