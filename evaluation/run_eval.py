@@ -33,7 +33,7 @@ if not __package__:  # run as a script
 
 from evaluation.checkpoint import CheckpointError, resolve_model  # noqa: E402
 from evaluation.results import EvalResultError, check_sample_logs, find_results_file, write_results  # noqa: E402
-from evaluation.tasks import BENCHMARKS, LMMS_TASKS  # noqa: E402
+from evaluation.tasks import BENCHMARKS, LMMS_TASKS, MATHVISION_TESTMINI_TASK  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK_PREFIX = "care_"
@@ -106,12 +106,12 @@ def stock_messages_function(yaml_path: str) -> tuple[str, str]:
 
 
 def write_tasks(task_dir: str, tasks_root: str, benchmarks, *, prompt: str, max_new_tokens: int,
-                data_dir: str | None, instruction: str) -> dict[str, str]:
+                data_dir: str | None, instruction: str, stock_tasks: dict[str, str] = LMMS_TASKS) -> dict[str, str]:
     """Task YAMLs (and the prompt module) for lmms-eval's ``--include_path``; returns {bench: task}."""
     os.makedirs(task_dir, exist_ok=True)
     names, stock = {}, {}
     for bench in benchmarks:
-        stock_yaml = os.path.abspath(find_stock_yaml(tasks_root, LMMS_TASKS[bench]))
+        stock_yaml = os.path.abspath(find_stock_yaml(tasks_root, stock_tasks[bench]))
         name = TASK_PREFIX + bench
         lines = [f"include: {stock_yaml}", f'task: "{name}"',
                  "generation_kwargs:", f"  max_new_tokens: {int(max_new_tokens)}", "  temperature: 0",
@@ -165,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
                    help="lmms-eval model backend: vllm on GPU; qwen2_5_vl / qwen3_vl (Hugging Face) anywhere")
     p.add_argument("--model-args", default="", help="extra lmms-eval --model_args, e.g. tensor_parallel_size=8")
     p.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    p.add_argument("--mathvision-split", choices=("test", "testmini"), default="test",
+                   help="MATH-Vision: the full test set (the paper's) or testmini")
     p.add_argument("--prompt", choices=("care", "stock"), default="care",
                    help="care: the trained prompt (instruction after the question, no system prompt); "
                         "stock: lmms-eval's reasoning prompt")
@@ -196,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
 
         tasks = write_tasks(os.path.join(out, "lmms_tasks"), tasks_root, benchmarks, prompt=args.prompt,
                             max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
-                            instruction=CARE_INSTRUCTION)
+                            instruction=CARE_INSTRUCTION,
+                            stock_tasks={**LMMS_TASKS, **({"mathvision": MATHVISION_TESTMINI_TASK}
+                                                          if args.mathvision_split == "testmini" else {})})
         log_dir = os.path.join(out, "lmms_eval")
         cmd = [python, "-m", "lmms_eval", "--model", args.backend,
                "--model_args", model_args(args.backend, model, args.model_args, args.max_pixels),

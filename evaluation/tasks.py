@@ -17,6 +17,8 @@ LMMS_TASKS = {
     "mmmu_pro_standard": "mmmu_pro_standard_cot_reasoning",
     "mmmu_pro_vision": "mmmu_pro_vision_cot_reasoning",
 }
+# MATH-Vision's 304-problem testmini (build_bench.py --mathvision-split testmini; run_eval --mathvision-split).
+MATHVISION_TESTMINI_TASK = "mathvision_reason_testmini_reasoning"
 METRIC = "acc_score"  # lmms-eval writes it as "acc_score,none" (metric,filter)
 TITLES = {"mathvista": "MathVista", "mathverse": "MathVerse", "mathvision": "MATH-Vision", "mmmu": "MMMU",
           "mmmu_pro_standard": "MMMU-Pro std", "mmmu_pro_vision": "MMMU-Pro vision"}

@@ -123,3 +123,15 @@ def test_stage_eval_fails_loudly_on_a_bad_checkpoint(tmp_path):
                           timeout=60)
     assert proc.returncode == 3 and "does not exist" in proc.stderr
     assert main([str(tmp_path), "--benchmarks", "nope"]) == 2
+
+
+def test_mathvision_testmini_uses_the_testmini_task(tmp_path):
+    from evaluation.tasks import MATHVISION_TESTMINI_TASK
+
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    folder = Path(tasks_root) / "mathvision" / "reasoning"
+    (folder / "mathvision_testmini.yaml").write_text(
+        f'task: "{MATHVISION_TESTMINI_TASK}"\ndoc_to_messages: !function utils.mathvision_doc_to_messages\n')
+    write_tasks(str(tmp_path / "out"), tasks_root, ["mathvision"], prompt="care", max_new_tokens=8, data_dir=None,
+                instruction=CARE_INSTRUCTION, stock_tasks={**LMMS_TASKS, "mathvision": MATHVISION_TESTMINI_TASK})
+    assert "mathvision_testmini.yaml" in (tmp_path / "out" / "care_mathvision.yaml").read_text()
