@@ -14,7 +14,7 @@ import torch
 from evaluation.checkpoint import CheckpointError, actor_dir, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

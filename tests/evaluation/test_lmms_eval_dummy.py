@@ -17,7 +17,7 @@ from evaluation.tasks import BENCHMARKS
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = os.environ.get("LMMS_EVAL_PYTHON") or str(REPO / ".cache" / "lmms-eval-venv" / "bin" / "python")
-pytestmark = [pytest.mark.timeout(600),
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(VENV_PYTHON), reason="no lmms-eval virtualenv")]
 
 
