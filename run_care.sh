@@ -45,6 +45,10 @@ fi
 # lmms-eval (own virtualenv) on the six benchmarks, write <out>/results.json and results.md.
 if [[ "${1:-}" == "--stage" && "${2:-}" == "eval" ]]; then
   shift 2
+  if ! "$PYTHON" -c "import data_prep.schema, evaluation.run_eval" >/dev/null 2>&1; then
+    echo "run_care.sh --stage eval: $PYTHON lacks care-verl's dependencies (pip install -e .); set PYTHON=..." >&2
+    exit 2
+  fi
   exec "$PYTHON" -m evaluation.run_eval "$@"
 fi
 
