@@ -11,6 +11,7 @@
 #                                                         # MODEL_PATH, N_GPUS_PER_NODE, NNODES; writes a Hugging Face
 #                                                         # checkpoint at checkpoints/care-verl/sft_*/global_step_N/huggingface:
 #   MODEL_PATH=<that folder> bash run_care.sh ...         # then RL from it (--stage rl, the default)
+#   bash run_care.sh --stage eval CHECKPOINT [--backend vllm|qwen2_5_vl] [--out DIR] [...]  # lmms-eval, six benchmarks
 #
 # --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
 # vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
@@ -20,6 +21,7 @@
 # Environment (defaults in brackets; unset = the preset's value):
 #   MODEL_PATH [preset]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
+#   BENCH_DIR [unset] (data_prep/build_bench.py's six parquets: also validate on them, greedy, val-core/macro/acc)
 #   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
 #   PYTHON [python3, or .venv-ci/bin/python]
 # Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
@@ -50,6 +52,17 @@ if [[ -z "$PYTHON" ]]; then
   fi
 fi
 
+# Final evaluation (evaluation/run_eval.py): merge CHECKPOINT to Hugging Face if it is an FSDP one, run
+# lmms-eval (own virtualenv) on the six benchmarks, write <out>/results.json and results.md.
+if [[ "${1:-}" == "--stage" && "${2:-}" == "eval" ]]; then
+  shift 2
+  if ! "$PYTHON" -c "import data_prep.schema, evaluation.run_eval" >/dev/null 2>&1; then
+    echo "run_care.sh --stage eval: $PYTHON lacks care-verl's dependencies (pip install -e .); set PYTHON=..." >&2
+    exit 2
+  fi
+  exec "$PYTHON" -m evaluation.run_eval "$@"
+fi
+
 args=()
 smoke=0
 model=""
@@ -76,7 +89,7 @@ if ((smoke == 1)); then
 fi
 
 if [[ "$stage" != rl && "$stage" != sft ]]; then
-  echo "run_care.sh: --stage must be sft or rl (the default), got '$stage'" >&2
+  echo "run_care.sh: --stage must be sft, rl (the default) or eval (first: --stage eval CHECKPOINT), got '$stage'" >&2
   exit 2
 fi
 
@@ -139,9 +152,27 @@ if ((${#train_shards[@]} == 0)); then
 fi
 TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
 
+# BENCH_DIR (data_prep/build_bench.py's output): validate on the six benchmarks next to the mix's val
+# split, one greedy pass each; verl logs val-core/<benchmark>/acc/mean@1, the trainer val-core/macro/acc.
+VAL_FILES="$DATA_DIR/val.parquet"
+bench_args=()
+if [[ -n "${BENCH_DIR:-}" ]]; then
+  bench_files=("$DATA_DIR/val.parquet")
+  for bench in mathvista mathverse mathvision mmmu mmmu_pro_standard mmmu_pro_vision; do
+    if [[ ! -f "$BENCH_DIR/$bench.parquet" && $dry_run == 0 ]]; then
+      echo "run_care.sh: BENCH_DIR=$BENCH_DIR has no $bench.parquet; build it: python data_prep/build_bench.py --out $BENCH_DIR" >&2
+      exit 2
+    fi
+    bench_files+=("$BENCH_DIR/$bench.parquet")
+  done
+  VAL_FILES="[$(IFS=,; echo "${bench_files[*]}")]"
+  bench_args=(actor_rollout_ref.rollout.val_kwargs.n=1 actor_rollout_ref.rollout.val_kwargs.do_sample=False
+              actor_rollout_ref.rollout.val_kwargs.temperature=0)
+fi
+
 exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" --model "$model" \
   data.train_files="$TRAIN_FILES" \
-  data.val_files="$DATA_DIR/val.parquet" \
+  data.val_files="$VAL_FILES" \
   trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
   trainer.nnodes="$NNODES" \
   trainer.project_name="$PROJECT_NAME" \
@@ -149,4 +180,5 @@ exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" --model "$model" \
   trainer.total_epochs="$TOTAL_EPOCHS" \
   trainer.logger="$LOGGER" \
   ${env_overrides[@]+"${env_overrides[@]}"} \
+  ${bench_args[@]+"${bench_args[@]}"} \
   ${args[@]+"${args[@]}"}

@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--exclude", action="append", default=[], metavar="PATH_OR_ID",
                     help="a ChartQA or Geometry3K test set (detected from its columns); training rows whose "
                          "question and image match one of its rows are dropped. Repeatable")
+    ex.add_argument("--exclude-bench", action="append", default=[], metavar="DIR",
+                    help="a data_prep/build_bench.py output folder: training rows whose question (options "
+                         "included) and images match a benchmark row are dropped (test_overlap). Repeatable")
     ex.add_argument("--exclude-splits", type=csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
                     help="splits of --exclude inputs (and of the inputs themselves, see below) to exclude")
     ex.add_argument("--no-auto-exclude", dest="auto_exclude", action="store_false",

@@ -19,13 +19,13 @@ from tqdm import tqdm
 
 from data_prep.dedup import DedupIndex
 from data_prep.process import WorkerConfig, process_batch
-from data_prep.records import (CHARTQA_SUBSETS, EXCLUDE_COLUMNS, OPTIONAL_COLUMNS, RECORD_BUILDERS,
+from data_prep.records import (BENCH_PARQUET, CHARTQA_SUBSETS, EXCLUDE_COLUMNS, OPTIONAL_COLUMNS, RECORD_BUILDERS,
                                REQUIRED_COLUMNS, Record, exclude_record)
 from data_prep.report import ReconciliationError, Report
 from data_prep.schema import (CHARTQA, DATA_SOURCES, DUPLICATE_ACROSS, DUPLICATE_WITHIN, GEOMETRY3K, MISSING_FIELD,
                               OUTPUT_SCHEMA, TEST_OVERLAP, UNREADABLE_FILE, VIRL39K)
-from data_prep.sources import (SourceError, SplitTable, Unreadable, check_columns, exclude_kind, open_tabular,
-                               open_virl)
+from data_prep.sources import (ParquetSplit, SourceError, SplitTable, Unreadable, check_columns, exclude_kind,
+                               open_tabular, open_virl)
 from data_prep.writer import HoldOut, ShardWriter
 
 DEFAULT_IDS = {CHARTQA: "HuggingFaceM4/ChartQA", GEOMETRY3K: "hiyouga/geometry3k", VIRL39K: "TIGER-Lab/ViRL39K"}
@@ -51,6 +51,7 @@ class BuildOptions:
     geometry3k_splits: list[str] = field(default_factory=lambda: ["train"])
     virl39k: str = DEFAULT_IDS[VIRL39K]
     exclude: list[str] = field(default_factory=list)
+    exclude_bench: list[str] = field(default_factory=list)  # build_bench.py output folders
     exclude_splits: list[str] = field(default_factory=lambda: ["test"])
     auto_exclude: bool = True
     keep_text_only: bool = True
@@ -120,6 +121,13 @@ def open_inputs(opts: BuildOptions) -> Inputs:
     for spec in opts.exclude:
         for table in open_tabular(spec, opts.exclude_splits, f"--exclude {spec}"):
             excludes.append((exclude_kind(table), table))
+    for spec in opts.exclude_bench:
+        files = sorted(glob.glob(os.path.join(os.path.expanduser(spec), "*.parquet")))
+        if not files:
+            raise SourceError(f"--exclude-bench {spec}: no benchmark parquet files (run data_prep/build_bench.py)")
+        for path in files:
+            excludes.append((BENCH_PARQUET, ParquetSplit([path], f"--exclude-bench {path}",
+                                                     os.path.basename(path)[:-len(".parquet")])))
     for kind, table in excludes:
         check_columns([table], EXCLUDE_COLUMNS[kind], table.label)
     return Inputs(training, excludes, store)
@@ -139,9 +147,13 @@ def _fallback_id(source: str, split: str, index: int) -> str:
     return f"row{index}" if source == VIRL39K else f"{split}/{index}"
 
 
-def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0) -> Iterator[list[Record]]:
-    """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held."""
-    wanted = (REQUIRED_COLUMNS.get(source) or EXCLUDE_COLUMNS.get(source, ())) + OPTIONAL_COLUMNS.get(source, ())
+def record_batches(source: str, table: SplitTable, batch_size: int, build, limit: int = 0,
+                   wanted: tuple[str, ...] | None = None) -> Iterator[list[Record]]:
+    """Raw rows -> Records; an unreadable chunk becomes one dropped Record per row it held.
+
+    ``wanted``: the columns to read (default: the training source's required + optional ones)."""
+    if wanted is None:
+        wanted = (REQUIRED_COLUMNS.get(source) or EXCLUDE_COLUMNS.get(source, ())) + OPTIONAL_COLUMNS.get(source, ())
     columns = [c for c in dict.fromkeys(wanted) if c in table.columns]
     index = 0
     for chunk in table.batches(batch_size, columns):
@@ -212,7 +224,8 @@ def index_excludes(inputs: Inputs, pool: WorkerPool, cfg: WorkerConfig, report: 
         stats = {"input": table.label, "split": table.split, "kind": kind, "read": 0, "indexed": 0, "unusable": []}
         build = partial(exclude_record, kind)
         with _bar(table, f"index {kind}/{table.split} (exclude)", 0, opts.progress) as bar:
-            batches = record_batches(kind, table, opts.batch_size, build)
+            batches = record_batches(kind, table, opts.batch_size, build,
+                                     wanted=EXCLUDE_COLUMNS[kind] if kind == BENCH_PARQUET else None)
             for results in pool.map(partial(process_batch, cfg=cfg), batches):
                 for res in results:
                     stats["read"] += 1

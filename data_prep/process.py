@@ -153,6 +153,7 @@ def process_record(rec: Record, cfg: WorkerConfig) -> Result:
             "choices": list(rec.choices),
             "question": question,
             "answer": rec.labels[0],
+            **rec.meta,
         },
     }
     return res

@@ -30,8 +30,12 @@ OPTIONAL_COLUMNS = {
     VIRL39K: ("qid", "category", "source"),
 }
 # For test-split exclusion only the question and the image(s) matter.
-# BENCHMARK: any other test set written with a `question` and an `images` list (issue 13's sets).
-EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem"), BENCHMARK: ("images", "question")}
+# BENCHMARK: any other test set written with a `question` and an `images` list (--exclude).
+# BENCH_PARQUET: a data_prep/build_bench.py parquet (question as prompted in extra_info, images as
+# bytes; --exclude-bench).
+BENCH_PARQUET = "bench_parquet"
+EXCLUDE_COLUMNS = {CHARTQA: ("image", "query"), GEOMETRY3K: ("images", "problem"), BENCHMARK: ("images", "question"),
+                   BENCH_PARQUET: ("images", "extra_info")}
 
 CHARTQA_SUBSETS = {"human": (0,), "augmented": (1,), "all": (0, 1)}
 CHARTQA_ORIGIN = {0: "human", 1: "augmented"}
@@ -53,6 +57,9 @@ class Record:
     category: str = ""
     choices: list[str] = field(default_factory=list)
     reasoning: str = ""  # cold-start rows: the reasoning that goes inside <think>
+    # Extra ``extra_info`` fields (benchmarks: question_type, answer_type, precision, unit); the
+    # writer's schema must declare them. Empty for the training sources.
+    meta: dict = field(default_factory=dict)
     # Set when the row is dropped before any image work: (reason, detail).
     drop: tuple[str, str] | None = None
 
@@ -145,6 +152,18 @@ def exclude_record(kind: str, row: dict, split: str, index: int) -> Record:
         rec = Record(CHARTQA, f"{split}/{index}", split, question=row.get("query"))
         image = _hf_image_ref(row.get("image"))
         refs = [image]
+    elif kind == BENCH_PARQUET:
+        # The question as build_bench.py prompted it (options as "Choices:\n(A) ..." lines, the layout
+        # MathVista and ViRL39K use; normalise_question ignores the punctuation), so a training copy
+        # matches when its text, options included, and its images match.
+        info = row.get("extra_info") or {}
+        rec = Record(BENCH_PARQUET, f"{info.get('source', split)}/{info.get('id', index)}", split,
+                     question=info.get("question"))
+        refs = [_hf_image_ref(v) for v in (row.get("images") or [])]
+        if rec.question is None or any(ref is None for ref in refs):
+            return _missing(rec, "question or image")
+        rec.labels, rec.images = ["-"], refs
+        return rec
     else:
         question = row.get("problem") if kind == GEOMETRY3K else row.get("question")
         rec = Record(kind, f"{split}/{row.get('id', index)}", split, question=question)

@@ -87,12 +87,13 @@ class Report:
 
     def table(self) -> str:
         reasons = [r for r in DROP_REASONS if any(c.dropped[r] for c in self.sources.values())]
-        header = ["source", "read", "kept", "train", "val"] + reasons
         by_source = self.outputs.get("by_source", {})
+        split_names = list(next(iter(by_source.values()), None) or ("train", "val"))  # benchmarks: "rows"
+        header = ["source", "read", "kept"] + split_names + reasons
         rows = []
         for name, c in self.sources.items():
             split = by_source.get(name, {})
-            rows.append([name, c.read, c.kept, split.get("train", 0), split.get("val", 0)]
+            rows.append([name, c.read, c.kept] + [split.get(s, 0) for s in split_names]
                         + [c.dropped[r] for r in reasons])
         total = ["total"] + [sum(row[i] for row in rows) for i in range(1, len(header))]
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, total)]

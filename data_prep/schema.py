@@ -12,7 +12,14 @@ import pyarrow as pa
 CHARTQA, GEOMETRY3K, VIRL39K = "chartqa", "geometry3k", "virl39k"
 DATA_SOURCES = (CHARTQA, GEOMETRY3K, VIRL39K)  # also the default dedup priority, first wins
 
-ABILITY = {CHARTQA: "chart", GEOMETRY3K: "geometry", VIRL39K: "visual_reasoning"}
+# The six evaluation benchmarks (data_prep/build_bench.py), as their rows' data_source.
+MATHVISTA, MATHVERSE, MATHVISION, MMMU = "mathvista", "mathverse", "mathvision", "mmmu"
+MMMU_PRO_STANDARD, MMMU_PRO_VISION = "mmmu_pro_standard", "mmmu_pro_vision"
+BENCHMARKS = (MATHVISTA, MATHVERSE, MATHVISION, MMMU, MMMU_PRO_STANDARD, MMMU_PRO_VISION)
+
+ABILITY = {CHARTQA: "chart", GEOMETRY3K: "geometry", VIRL39K: "visual_reasoning",
+           MATHVISTA: "math", MATHVERSE: "math", MATHVISION: "math", MMMU: "multidiscipline",
+           MMMU_PRO_STANDARD: "multidiscipline", MMMU_PRO_VISION: "multidiscipline"}
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -91,10 +98,30 @@ DUPLICATE_WITHIN = "duplicate_within_source"
 DUPLICATE_ACROSS = "duplicate_across_sources"
 # cold-start rows: no reasoning span or no final answer could be located in the assistant turn
 ANSWER_NOT_FOUND = "answer_not_found"
+# Benchmarks (data_prep/build_bench.py): a multiple-choice row whose options or answer are unusable.
+BAD_CHOICES = "bad_choices"
+ANSWER_NOT_IN_CHOICES = "answer_not_in_choices"
 
 DROP_REASONS = (
     NOT_IN_SUBSET, MISSING_FIELD, EMPTY_ANSWER, ANSWER_NOT_FOUND, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE,
     PLACEHOLDER_MISMATCH, TEXT_ONLY, OVER_BUDGET, TEST_OVERLAP, DUPLICATE_WITHIN, DUPLICATE_ACROSS,
+    BAD_CHOICES, ANSWER_NOT_IN_CHOICES,
 )
 # Reasons caused by bad input rather than by a choice: each is listed with its row id in the report.
-BAD_INPUT_REASONS = (MISSING_FIELD, EMPTY_ANSWER, ANSWER_NOT_FOUND, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE, PLACEHOLDER_MISMATCH)
+BAD_INPUT_REASONS = (MISSING_FIELD, EMPTY_ANSWER, ANSWER_NOT_FOUND, UNREADABLE_FILE, MISSING_IMAGE, CORRUPT_IMAGE, PLACEHOLDER_MISMATCH,
+                     BAD_CHOICES, ANSWER_NOT_IN_CHOICES)
+
+# Benchmark rows: the training schema with the answer metadata the verifiers read in extra_info.
+_BENCH_EXTRA = [
+    ("question_type", pa.string()),  # multi_choice | free_form
+    ("answer_type", pa.string()),  # the source's (MathVista: integer/float/text/list; else text)
+    ("precision", pa.int64()),  # decimals a float answer is graded at (MathVista), null otherwise
+    ("unit", pa.string()),  # MathVista's unit ("" when none)
+    ("answers", pa.list_(pa.string())),  # every accepted answer (MMMU open questions list several)
+]
+BENCH_SCHEMA = pa.schema(
+    [f if f.name != "extra_info" else pa.field("extra_info", pa.struct(list(f.type) + [pa.field(n, t) for n, t in
+                                                                                        _BENCH_EXTRA]),
+                                               nullable=False)
+     for f in OUTPUT_SCHEMA]
+)

@@ -115,11 +115,13 @@ def _single_split(label: str, splits: list[str]) -> str:
     return splits[0]
 
 
-def open_tabular(spec: str, splits: list[str], label: str, *, optional_splits: bool = False) -> list[SplitTable]:
+def open_tabular(spec: str, splits: list[str], label: str, *, optional_splits: bool = False,
+                 config: str | None = None) -> list[SplitTable]:
     """Open ``spec`` (a ``save_to_disk`` folder, a parquet file or folder, or a hub id) at ``splits``.
 
     With ``optional_splits`` a missing split is skipped instead of being an error (used for the
-    automatic test-split exclusion, where an input without a test split is normal).
+    automatic test-split exclusion, where an input without a test split is normal). ``config`` is
+    the hub dataset's configuration name (MMMU-Pro's ``vision``); local copies hold one configuration.
     """
     spec = os.path.expanduser(spec)
     if os.path.isfile(spec):
@@ -145,7 +147,7 @@ def open_tabular(spec: str, splits: list[str], label: str, *, optional_splits: b
             return _select_splits(label, loaded, splits, lambda ds, s: DatasetSplit(ds, label, s))
         return _open_parquet_folder(spec, splits, label, optional_splits)
     if _looks_like_hub_id(spec):
-        return _open_hub(spec, splits, label, optional_splits)
+        return _open_hub(spec, splits, label, optional_splits, config)
     raise SourceError(f"{label}: {spec} does not exist (and is not a hub dataset id)")
 
 
@@ -166,11 +168,12 @@ def _open_parquet_folder(spec: str, splits: list[str], label: str, optional_spli
     return _select_splits(label, by_split, splits, lambda found, s: ParquetSplit(sorted(found), label, s))
 
 
-def _open_hub(spec: str, splits: list[str], label: str, optional_splits: bool) -> list[SplitTable]:
+def _open_hub(spec: str, splits: list[str], label: str, optional_splits: bool,
+              config: str | None = None) -> list[SplitTable]:
     import datasets
 
     try:
-        available = datasets.get_dataset_split_names(spec)
+        available = datasets.get_dataset_split_names(spec, config)
     except Exception as exc:
         raise SourceError(f"{label}: {spec} is not a local path, and opening it as a Hugging Face hub "
                           f"dataset failed: {type(exc).__name__}: {exc}") from None
@@ -179,7 +182,7 @@ def _open_hub(spec: str, splits: list[str], label: str, optional_splits: bool) -
     missing = [s for s in splits if s not in available]
     if missing:
         raise _split_names_error(label, missing[0], available)
-    return [DatasetSplit(datasets.load_dataset(spec, split=s), label, s) for s in splits]
+    return [DatasetSplit(datasets.load_dataset(spec, config, split=s), label, s) for s in splits]
 
 
 def check_columns(tables: list[SplitTable], required: tuple[str, ...], label: str) -> None:

@@ -193,7 +193,7 @@ def test_unknown_data_source_fails_loudly(tokenizer, ppo_config):
 
     manager = load_reward_manager(ppo_config("reward.reward_manager.name=care"), tokenizer)
     batch = make_batch(tokenizer, [("openai/gsm8k", _think("4"), "4", {})])
-    with pytest.raises(verifiers.UnknownDataSourceError, match="chartqa, geometry3k, virl39k"):
+    with pytest.raises(verifiers.UnknownDataSourceError, match="chartqa, geometry3k, mathverse, .*mmmu_pro_vision, virl39k"):
         asyncio.run(manager.run_single(batch[0:1]))
 
 

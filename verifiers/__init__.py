@@ -1,4 +1,6 @@
-"""Answer verifiers for the CARE training mix (ChartQA, Geometry3K, ViRL39K) plus the format check.
+"""Answer verifiers for the CARE training mix (ChartQA, Geometry3K, ViRL39K), the six evaluation
+benchmarks (:mod:`verifiers.benchmarks`: MathVista, MathVerse, MATH-Vision, MMMU, MMMU-Pro standard
+and vision, as ``data_prep/build_bench.py`` names them) plus the format check.
 
     from verifiers import verify
     result = verify("geometry3k", response, "2\\sqrt{3}")
@@ -18,7 +20,7 @@ import logging
 import re
 from types import ModuleType
 
-from verifiers import chartqa, geometry3k, virl39k
+from verifiers import benchmarks, chartqa, geometry3k, virl39k
 from verifiers.bounded import has_control_chars
 from verifiers.format import check_format, extract_answer, find_tags
 
@@ -28,12 +30,16 @@ DEFAULT_FORMAT_WEIGHT = 0.1
 MAX_ANSWER_CHARS = 1000  # an extracted answer longer than this is not graded (reason answer_too_long)
 MAX_LOGGED_PRED_CHARS = 200  # what goes into reward_extra_info / logs
 
-VERIFIERS: dict[str, ModuleType] = {m.NAME: m for m in (chartqa, geometry3k, virl39k)}
+VERIFIERS: dict[str, ModuleType] = {m.NAME: m for m in (chartqa, geometry3k, virl39k, *benchmarks.VERIFIERS)}
 # Hub ids and other spellings -> canonical name (what data_prep/build_mix.py writes).
 ALIASES: dict[str, str] = {
     "huggingfacem4/chartqa": "chartqa",
     "hiyouga/geometry3k": "geometry3k",
     "tiger-lab/virl39k": "virl39k",
+    "ai4math/mathvista": "mathvista",
+    "carej/mathverse-lmmseval": "mathverse",
+    "mathllms/mathvision": "mathvision",
+    "lmms-lab/mmmu": "mmmu",
 }
 RESULT_KEYS = ("score", "acc", "format", "pred", "verifier", "reason")
 

@@ -9,8 +9,9 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
   forward pass that computes the old log-probs (no extra model pass);
 - owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
   region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
-- logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate.
-- with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.records``).
+- logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate;
+- with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.records``);
+- adds ``val-core/macro/acc`` over the six benchmarks to validation (``recipe.care.bench_metrics``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 
+from recipe.care.bench_metrics import macro_benchmark_metrics
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
@@ -294,3 +296,9 @@ class CarePPOTrainer(PPOTrainerSync):
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+
+    def _val_metrics_update(self, *args, **kwargs) -> dict[str, float]:
+        # verl 0.9.1 builds val-core/<data_source>/acc/mean@N here; the paper's macro average joins them.
+        metric_dict = super()._val_metrics_update(*args, **kwargs)
+        metric_dict.update(macro_benchmark_metrics(metric_dict))
+        return metric_dict

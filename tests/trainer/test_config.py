@@ -128,3 +128,28 @@ def test_file_logger_goes_to_the_run_folder(tmp_path):
     moved = keep_previous_metrics(path)
     assert moved == f"{tmp_path}/run/metrics.1.jsonl" and (tmp_path / "run/metrics.1.jsonl").read_text().startswith('{"step": 1')
     assert keep_previous_metrics(path) is None
+
+
+BENCH_FILES = ("mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
+
+
+def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
+    mix, bench = tmp_path / "mix", tmp_path / "benchdir"
+    for folder, names in ((mix, ("train-00000", "val")), (bench, BENCH_FILES)):
+        folder.mkdir()
+        for name in names:  # the preflight only checks that the files exist
+            (folder / f"{name}.parquet").write_bytes(b"")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable, "DATA_DIR": str(mix)}
+    proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run"], cwd=REPO,
+                          env={**env, "BENCH_DIR": str(bench)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("mix/val.parquet", *(f"benchdir/{b}.parquet" for b in BENCH_FILES)):
+        assert name in proc.stdout, name
+    assert "do_sample: false" in proc.stdout
+    # a real run (not --dry-run) refuses a BENCH_DIR without the six files, before starting anything
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "train-00000.parquet").write_bytes(b"")
+    proc = subprocess.run(["bash", str(REPO / "run_care.sh")], cwd=REPO,
+                          env={**env, "DATA_DIR": str(tmp_path / "mix"), "BENCH_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "mathvista.parquet" in proc.stderr

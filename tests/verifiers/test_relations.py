@@ -19,7 +19,9 @@ SPELLINGS = {
     "latex_short": {"le": "\\le", "ge": "\\ge", "ne": "\\ne", "lt": "<", "gt": ">"},
     "unicode": {"le": "≤", "ge": "≥", "ne": "≠", "lt": "<", "gt": ">"},
 }
-MATH_SOURCES = ["geometry3k", "virl39k"]
+# The benchmarks' free-form path grades math the same way, so the same table holds for them.
+MATH_SOURCES = ["geometry3k", "virl39k", "mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard",
+                "mmmu_pro_vision"]
 
 # (gold, prediction): must NOT match in any spelling.
 WRONG = [

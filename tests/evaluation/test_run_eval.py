@@ -1,0 +1,137 @@
+"""The eval stage's task overrides (on a stand-in of lmms-eval's task tree) and its failures."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_prep.prompts import CARE_INSTRUCTION
+from evaluation.run_eval import find_stock_yaml, main, stock_messages_function, write_tasks
+from evaluation.tasks import BENCHMARKS, LMMS_TASKS
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+STOCK_UTILS = '''
+SYSTEM_PROMPT = "stock system prompt"
+def {fn}(doc, lmms_eval_specific_kwargs=None):
+    return [{{"role": "system", "content": [{{"type": "text", "text": SYSTEM_PROMPT}}]}},
+            {{"role": "user", "content": [{{"type": "image", "url": None}},
+                                          {{"type": "text", "text": "Q: " + doc["question"]}}]}}]
+'''
+
+
+def fake_lmms_tasks(root: Path) -> str:
+    """Stock reasoning tasks laid out as lmms-eval 0.7.3 has them: a direct doc_to_messages for most,
+    MMMU-Pro's through ``include: _default_template_yaml``."""
+    for bench in BENCHMARKS:
+        folder = root / bench.split("_")[0] / "reasoning" if "mmmu_pro" not in bench else root / "mmmu_pro" / "reasoning"
+        folder.mkdir(parents=True, exist_ok=True)
+        fn = f"{bench}_doc_to_messages"
+        if "mmmu_pro" in bench:
+            (folder / "_default_template_yaml").write_text(
+                "output_type: generate_until\ndoc_to_messages: !function utils.mmmu_pro_reward_doc_to_messages\n")
+            with open(folder / "utils.py", "a") as fh:
+                fh.write(STOCK_UTILS.format(fn="mmmu_pro_reward_doc_to_messages"))
+            (folder / f"{bench}.yaml").write_text(f'task: "{LMMS_TASKS[bench]}"\ninclude: _default_template_yaml\n')
+        else:
+            (folder / "utils.py").write_text(STOCK_UTILS.format(fn=fn))
+            (folder / f"{bench}.yaml").write_text(
+                f'dataset_path: x/y\ntask: "{LMMS_TASKS[bench]}"\ndoc_to_messages: !function utils.{fn}\n')
+    # lmms-eval 0.7.3 also defines mmmu_val_reasoning in mmmu/ itself, with an LLM judge
+    (root / "mmmu" / "mmmu_val_reasoning.yaml").write_text(
+        f'task: "{LMMS_TASKS["mmmu"]}"\nmetric_list:\n  - metric: llm_as_judge_eval\n')
+    return str(root)
+
+
+def test_the_judge_free_reasoning_definition_wins(tmp_path):
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    assert find_stock_yaml(tasks_root, LMMS_TASKS["mmmu"]).endswith(os.path.join("mmmu", "reasoning", "mmmu.yaml"))
+
+
+def test_overrides_include_the_stock_task_greedy_with_the_trained_prompt(tmp_path):
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    data = tmp_path / "data"
+    for bench in BENCHMARKS:
+        (data / bench).mkdir(parents=True)
+    names = write_tasks(str(tmp_path / "out"), tasks_root, BENCHMARKS, prompt="care", max_new_tokens=64,
+                        data_dir=str(data), instruction=CARE_INSTRUCTION)
+    assert names == {b: f"care_{b}" for b in BENCHMARKS}
+    for bench in BENCHMARKS:
+        text = (tmp_path / "out" / f"care_{bench}.yaml").read_text()
+        assert f"include: {find_stock_yaml(tasks_root, LMMS_TASKS[bench])}" in text
+        assert "temperature: 0" in text and "do_sample: false" in text and "max_new_tokens: 64" in text
+        assert f"dataset_path: {data / bench}" in text and "load_from_disk: true" in text
+    spec = importlib.util.spec_from_file_location("care_prompt_test", tmp_path / "out" / "care_prompt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for bench in BENCHMARKS:
+        messages = getattr(module, bench)({"question": "2+2?"})
+        assert [m["role"] for m in messages] == ["user"]  # the stock system prompt is gone
+        assert messages[0]["content"][0]["type"] == "image"
+        assert messages[0]["content"][-1]["text"] == "Q: 2+2?\n\n" + CARE_INSTRUCTION  # as in training
+
+
+def test_instruction_ends_the_turn_after_the_last_image(tmp_path):
+    """MMMU's stock messages interleave text and images and end in an empty text part."""
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    utils = Path(tasks_root) / "mmmu" / "reasoning" / "utils.py"
+    utils.write_text(utils.read_text() + '''
+def mmmu_doc_to_messages(doc, lmms_eval_specific_kwargs=None):
+    return [{"role": "system", "content": [{"type": "text", "text": "s"}]},
+            {"role": "user", "content": [{"type": "text", "text": "Compare"}, {"type": "image", "url": 1},
+                                         {"type": "text", "text": "and"}, {"type": "image", "url": 2},
+                                         {"type": "text", "text": ""}]}]
+''')
+    write_tasks(str(tmp_path / "out"), tasks_root, ["mmmu"], prompt="care", max_new_tokens=8, data_dir=None,
+                instruction=CARE_INSTRUCTION)
+    spec = importlib.util.spec_from_file_location("care_prompt_mmmu", tmp_path / "out" / "care_prompt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    content = module.mmmu({})[0]["content"]
+    assert [p["type"] for p in content] == ["text", "image", "text", "image", "text"]
+    assert content[2]["text"] == "and" and content[-1]["text"] == CARE_INSTRUCTION
+
+
+def test_stock_prompt_writes_no_override_and_missing_data_is_an_error(tmp_path):
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    write_tasks(str(tmp_path / "out"), tasks_root, ["mmmu"], prompt="stock", max_new_tokens=8, data_dir=None,
+                instruction=CARE_INSTRUCTION)
+    assert "doc_to_messages" not in (tmp_path / "out" / "care_mmmu.yaml").read_text()
+    assert not (tmp_path / "out" / "care_prompt.py").exists()
+    from evaluation.results import EvalResultError
+
+    with pytest.raises(EvalResultError, match="no mmmu/"):
+        write_tasks(str(tmp_path / "o2"), tasks_root, ["mmmu"], prompt="care", max_new_tokens=8,
+                    data_dir=str(tmp_path), instruction=CARE_INSTRUCTION)
+    with pytest.raises(EvalResultError, match="no task"):
+        find_stock_yaml(str(tmp_path / "tasks" / "mathvista"), LMMS_TASKS["mmmu"])
+
+
+def test_mmmu_pro_function_found_through_include(tmp_path):
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    path, name = stock_messages_function(find_stock_yaml(tasks_root, LMMS_TASKS["mmmu_pro_vision"]))
+    assert name == "mmmu_pro_reward_doc_to_messages" and path.endswith(os.path.join("mmmu_pro", "reasoning", "utils.py"))
+
+
+def test_stage_eval_fails_loudly_on_a_bad_checkpoint(tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--stage", "eval", str(tmp_path / "missing")],
+                          cwd=REPO, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 3 and "does not exist" in proc.stderr
+    assert main([str(tmp_path), "--benchmarks", "nope"]) == 2
+
+
+def test_mathvision_testmini_uses_the_testmini_task(tmp_path):
+    from evaluation.tasks import MATHVISION_TESTMINI_TASK
+
+    tasks_root = fake_lmms_tasks(tmp_path / "tasks")
+    folder = Path(tasks_root) / "mathvision" / "reasoning"
+    (folder / "mathvision_testmini.yaml").write_text(
+        f'task: "{MATHVISION_TESTMINI_TASK}"\ndoc_to_messages: !function utils.mathvision_doc_to_messages\n')
+    write_tasks(str(tmp_path / "out"), tasks_root, ["mathvision"], prompt="care", max_new_tokens=8, data_dir=None,
+                instruction=CARE_INSTRUCTION, stock_tasks={**LMMS_TASKS, "mathvision": MATHVISION_TESTMINI_TASK})
+    assert "mathvision_testmini.yaml" in (tmp_path / "out" / "care_mathvision.yaml").read_text()
