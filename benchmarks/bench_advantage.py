@@ -11,8 +11,8 @@ step leaves them, read as TransferQueue returns them (nested TensorDicts of per-
 worker computed with the rollout).
 
 CARE (the trainer's own functions, recipe/care/trainer.py):
-  old-log-prob step: ``pool_masks_for`` (spans rebuilt from the rows' span records, pool mask) and
-  the nested pool-mask field it writes to TransferQueue;
+  old-log-prob step: ``pool_mask_field`` (the nested pool-mask field it writes to TransferQueue,
+  built from the rows' span records on the jagged values);
   advantage step: ``compute_care_advantage_fields`` (padding the fields, spans, reward info,
   sequence advantages, region token weights, section-8 metrics, nested outputs).
 GRPO: what verl 0.9.1's ``_compute_advantage`` does on the driver for ``adv_estimator=grpo``
@@ -156,19 +156,20 @@ def main(argv=None) -> None:
 
     from recipe.care.tiny_models import load_qwen25_tokenizer
     from recipe.care.trainer import ADVANTAGE_FIELDS, _column, _padded, compute_care_advantage_fields, \
-        pool_masks_for, read_reward_info
+        pool_mask_field, read_reward_info
 
     tokenizer = load_qwen25_tokenizer()
     rows, is_padding = make_rows(tokenizer, args.prompts, args.n, args.length, args.hidden)
     worker_span_s = add_span_records(tokenizer, rows)
-    grpo_fields = ["uid", "response_mask", "rm_scores", "old_log_probs"]
-    grpo_data = list_of_dict_to_tensordict([{k: r[k] for k in grpo_fields} for r in rows])
     care_data = list_of_dict_to_tensordict([{k: r[k] for k in ADVANTAGE_FIELDS} for r in rows])
-    olp_data = list_of_dict_to_tensordict([{k: r[k] for k in ("response_mask", "extra_fields")} for r in rows])
+    grpo_data = care_data.select("uid", "response_mask", "rm_scores", "old_log_probs")  # shares storage
+    olp_data = care_data.select("response_mask", "extra_fields")
     responses = torch.nn.utils.rnn.pad_sequence([r["responses"] for r in rows], batch_first=True)
     is_padding = np.asarray(is_padding)
     cfg = CareConfig()
     lengths = torch.tensor([len(r["responses"]) for r in rows])
+    extra_bytes = sum(r["think_emb"].numel() * 4 + r["responses"].numel() * 8 for r in rows)  # emb read, pool mask written
+    del rows
     print(f"batch: {args.prompts} prompts x {args.n} rollouts, responses up to {args.length} tokens "
           f"(mean {lengths.float().mean():.0f}, truncated {(lengths == args.length).float().mean():.1%}), "
           f"H={args.hidden}, torch threads={torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
@@ -177,13 +178,12 @@ def main(argv=None) -> None:
         # verl 0.9.1 trainer_base.py:1743-1800 for adv_estimator=grpo, minus the TransferQueue transport
         response_mask = grpo_data["response_mask"]
         padded = grpo_data.to_padded_tensor()
-        index = np.array(_column(grpo_data, "uid"), dtype=object)
+        index = np.array(grpo_data.get("uid").tolist(), dtype=object)  # as verl does
         adv, ret = compute_grpo_outcome_advantage(padded["rm_scores"], padded["response_mask"], index)
         return response_to_nested(adv, response_mask), response_to_nested(ret, response_mask)
 
     def care_old_log_prob_step():  # CarePPOTrainer._compute_old_log_prob, minus transport
-        pool = pool_masks_for(None, olp_data["response_mask"], tokenizer, _column(olp_data, "extra_fields"))
-        return response_to_nested(pool, olp_data["response_mask"])
+        return pool_mask_field(olp_data, tokenizer, None)
 
     def care_advantage_step():  # CarePPOTrainer._compute_advantage, minus transport
         return compute_care_advantage_fields(care_data, is_padding, tokenizer, cfg)
@@ -204,8 +204,8 @@ def main(argv=None) -> None:
     token_adv = compute_region_weighted_token_advantages(seq_adv, acc, spans.think_mask, spans.answer_mask, mask, cfg)
     sources = _column(care_data, "data_source")
     parts = {
-        "spans (records -> masks, twice)": lambda: [spans_from_records(records_of(extra), mask) for _ in range(2)],
-        "pool mask + its nested field": care_old_log_prob_step,
+        "spans (records -> masks)": lambda: spans_from_records(records_of(extra), mask),
+        "pool mask field (records, jagged)": care_old_log_prob_step,
         "advantages (sequence)": lambda: compute_care_sequence_advantages(
             rewards=rewards, acc=acc, index=uid, think_len=spans.think_len, answer_len=spans.answer_len,
             think_emb=emb.float(), logp_sum=logp, response_len=mask.sum(-1), reflected=reflected, config=cfg),
@@ -222,7 +222,6 @@ def main(argv=None) -> None:
         print(f"{name:<40}{median_time(fn, args.repeat):>10.3f}")
     grpo_t = median_time(grpo_step, args.repeat)
     care_t = median_time(lambda: (care_old_log_prob_step(), care_advantage_step()), args.repeat)
-    extra_bytes = sum(r["think_emb"].numel() * 4 + r["responses"].numel() * 8 for r in rows)  # emb read, pool mask written
     print(f"span records in the agent-loop workers: {worker_span_s * 1e3:.3f} ms per rollout "
           f"(not on the driver; spread over the workers, beside generation)")
     print(f"extra TransferQueue bytes per step (think_emb read, pool mask written): {extra_bytes / 2**20:.0f} MiB")

@@ -27,7 +27,7 @@ import torch
 
 from recipe.care.spans import ResponseSpans, compute_response_spans
 
-__all__ = ["SPANS_KEY", "RECORD_WIDTH", "span_records", "spans_from_records", "records_of"]
+__all__ = ["SPANS_KEY", "RECORD_WIDTH", "span_records", "spans_from_records", "records_of", "pool_mask_from_records"]
 
 SPANS_KEY = "care_spans"  # extra_fields key of a row's span record
 RECORD_WIDTH = 8
@@ -83,3 +83,28 @@ def spans_from_records(records: Sequence[Sequence[int]], response_mask: torch.Te
         has_think=table[:, 6].bool().to(device),
         has_answer=table[:, 7].bool().to(device),
     )
+
+
+def pool_mask_from_records(records: Sequence[Sequence[int]], response_mask: torch.Tensor) -> torch.Tensor:
+    """int64 0/1 pool mask of each row (think span, else the whole produced response), shaped like
+    ``response_mask``: a jagged nested tensor is processed on its values only (no padded ``[B, L]``
+    copy and no re-nesting), a padded one as is. Same result as
+    ``response_pool_mask(spans.think_mask, spans.has_think, response_mask)``."""
+    table = torch.as_tensor(np.asarray(records, dtype=np.int64).reshape(-1, RECORD_WIDTH))
+    start, end = table[:, 0], torch.where(table[:, 6].bool(), table[:, 1], table[:, 0])  # no think: empty range
+    if not response_mask.is_nested:
+        positions = torch.arange(response_mask.shape[1]).unsqueeze(0)
+        produced = response_mask.bool()
+        think = (positions >= start.unsqueeze(1)) & (positions < end.unsqueeze(1)) & produced
+        return torch.where(think.any(1, keepdim=True), think, produced).long()
+    offsets = response_mask.offsets()
+    lengths = offsets.diff()
+    if table.shape[0] != len(lengths):
+        raise ValueError(f"{table.shape[0]} span records for {len(lengths)} rows")
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    positions = torch.arange(int(offsets[-1])) - offsets[:-1][owner]
+    produced = response_mask.values().bool()
+    think = (positions >= start[owner]) & (positions < end[owner]) & produced
+    has = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, owner, think.long()) > 0
+    values = torch.where(has[owner], think, produced).long()
+    return torch.nested.nested_tensor_from_jagged(values, offsets)

@@ -27,7 +27,7 @@ from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages,
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
 from recipe.care.rgr import rgr_step_metrics
-from recipe.care.span_record import SPANS_KEY, records_of, spans_from_records
+from recipe.care.span_record import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
 from recipe.care.verl_compat import require_verl_attr
@@ -57,6 +57,15 @@ class MissingRewardInfo(KeyError):
 
 def _column(data: TensorDict, key: str) -> list:
     value = data.get(key)
+    # A NonTensorStack's tolist() goes through tensorclass attribute access per row (~7 us each,
+    # 0.03 s per column of a 4096-row step on the driver); its rows' payloads are read directly
+    # when they have the layout of tensordict<=0.10 (verl 0.9.1's pin), else through tolist().
+    rows = getattr(value, "tensordicts", None)
+    if rows is not None:
+        try:
+            return [row._non_tensordict["data"] for row in rows]
+        except (AttributeError, KeyError, TypeError):
+            pass
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
@@ -87,6 +96,21 @@ def read_reward_info(extra_fields: list, keys: list | None = None) -> tuple[torc
     return torch.tensor(acc, dtype=torch.long), fmt_tensor, torch.tensor(reflected, dtype=torch.bool)
 
 
+def pool_mask_field(data: TensorDict, tokenizer, fetch_responses) -> torch.Tensor:
+    """The nested ``care_pool_mask`` field for a batch read with ``response_mask`` and ``extra_fields``:
+    from the rows' span records (on the jagged values, nothing decoded), else by decoding the
+    responses (``fetch_responses()``) on the driver, with a warning."""
+    response_mask = data["response_mask"]
+    extra_fields = _column(data, "extra_fields") if "extra_fields" in data.keys() else None
+    records = records_of(extra_fields) if extra_fields is not None else None
+    if records is not None:
+        pool = pool_mask_from_records(records, response_mask)
+        return pool if pool.is_nested else response_to_nested(pool, response_mask)
+    logger.warning("rows without span records (%s): decoding spans on the driver; use the CARE agent-loop "
+                   "manager (recipe/care/config/rgr.yaml) to compute them in the rollout workers", SPANS_KEY)
+    return response_to_nested(pool_masks_for(fetch_responses(), response_mask, tokenizer), response_mask)
+
+
 def batch_spans(responses: torch.Tensor | None, response_mask: torch.Tensor, tokenizer,
                 extra_fields: list | None = None, rows=slice(None)):
     """Think/answer spans of a batch: rebuilt from the rows' span records (written by the CARE agent-loop
@@ -101,6 +125,16 @@ def batch_spans(responses: torch.Tensor | None, response_mask: torch.Tensor, tok
     return compute_response_spans(tokenizer, _padded(responses)[rows], response_mask)
 
 
+def _nested_like(padded: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``padded`` [B, L] (left-aligned rows) as a jagged nested tensor with ``like``'s row lengths: the
+    result of verl's ``response_to_nested``, built with one masked select instead of a loop over rows."""
+    if not like.is_nested:
+        return response_to_nested(padded, like)
+    offsets = like.offsets()
+    keep = torch.arange(padded.shape[1]).unsqueeze(0) < offsets.diff().unsqueeze(1)
+    return torch.nested.nested_tensor_from_jagged(padded[keep], offsets)
+
+
 def _row_sums(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """float32 [B] per-row sums of a [B, L] field (times ``weights``), padded or nested; a nested field is
     summed over its jagged values, without building the padded [B, L] copy."""
@@ -108,9 +142,7 @@ def _row_sums(values: torch.Tensor, weights: torch.Tensor | None = None) -> torc
         flat = values.values().float()
         if weights is not None:
             flat = flat * weights.values().float()
-        lengths = values.offsets().diff()
-        owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-        return torch.zeros(len(lengths), dtype=torch.float32).index_add_(0, owner, flat)
+        return torch.segment_reduce(flat, "sum", lengths=values.offsets().diff(), initial=0.0)
     dense = _padded(values).float()
     return (dense * _padded(weights).float()).sum(-1) if weights is not None else dense.sum(-1)
 
@@ -240,7 +272,7 @@ def compute_care_advantage_fields(
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
     metrics.update(rgr_step_metrics([(e or {}).get("rgr") for e in real_extra]))
     # verl's GRPO path writes returns = advantages too; one nested tensor serves both fields.
-    nested = response_to_nested(advantages, response_mask_nested)
+    nested = _nested_like(advantages, response_mask_nested)
     fields = TensorDict({"advantages": nested, "returns": nested}, batch_size=batch)
     return fields, metrics
 
@@ -275,18 +307,13 @@ class CarePPOTrainer(PPOTrainerSync):
     def _compute_old_log_prob(self, batch, metrics):
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                select_fields=["response_mask", "extra_fields"])
-        extra_fields = _column(data, "extra_fields") if "extra_fields" in data.keys() else None
-        responses = None
-        if extra_fields is None or records_of(extra_fields) is None:
-            logger.warning("rows without span records (%s): decoding spans on the driver; use the CARE agent-loop "
-                           "manager (recipe/care/config/rgr.yaml) to compute them in the rollout workers", SPANS_KEY)
-            responses = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+        fetch = lambda: tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,  # noqa: E731
                                         select_fields=["responses"])["responses"]
-        pool = pool_masks_for(responses, data["response_mask"], self.tokenizer, extra_fields)
+        pool = pool_mask_field(data, self.tokenizer, fetch)
         tq.kv_batch_put(
             keys=batch.keys,
             partition_id=batch.partition_id,
-            fields=TensorDict({POOL_MASK: response_to_nested(pool, data["response_mask"])}, batch_size=len(batch)),
+            fields=TensorDict({POOL_MASK: pool}, batch_size=len(batch)),
         )
         # The flag must not leak into the ref/update calls that reuse this KVBatchMeta.
         batch.extra_info[EMB_FLAG] = True

@@ -109,3 +109,23 @@ def test_property_records_match_compute_response_spans(tokenizer, texts):
     ids, mask = padded(tokenizer, texts)
     assert_same(spans_from_records(per_row_records(tokenizer, ids, mask), mask),
                 compute_response_spans(tokenizer, ids, mask))
+
+
+def test_pool_mask_from_records_equals_response_pool_mask_jagged_and_padded(tokenizer):
+    from recipe.care.span_record import pool_mask_from_records
+    from recipe.care.think_embedding import response_pool_mask
+
+    texts = TEXTS[:-1] + ["<think></think><answer>7</answer>", "plain answer only"]
+    ids, mask = padded(tokenizer, texts)
+    mask[0, 2] = 0  # an inserted (masked) token inside the think span is never pooled
+    spans = compute_response_spans(tokenizer, ids, mask)
+    want = response_pool_mask(spans.think_mask, spans.has_think, mask).long()
+    records = per_row_records(tokenizer, ids, mask)
+    assert torch.equal(pool_mask_from_records(records, mask), want)
+    lengths = [int(mask[i].nonzero().max()) + 1 for i in range(len(texts))]
+    jagged = torch.nested.as_nested_tensor([mask[i, :n] for i, n in enumerate(lengths)], layout=torch.jagged)
+    got = pool_mask_from_records(records, jagged)
+    assert got.is_nested
+    for i, n in enumerate(lengths):
+        assert torch.equal(got.unbind()[i], want[i, :n])
+    assert want[0].sum() > 0 and not torch.equal(want[0], mask[0])  # think only, not the whole response
