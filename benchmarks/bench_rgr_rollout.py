@@ -38,9 +38,14 @@ Rollouts (assumptions, stated because no trace of the authors' runs exists):
   RL rollouts of reasoning models are long-tailed, a few hit the limit and are truncated),
   failures 1.2x longer than successes (wrong reasoning runs longer);
   per-prompt success probability ~ Uniform(0, 1), so ~ 7/9 of groups are mixed (RGR-eligible);
-  repair continuation ~ the same log-normal (no shorter: pessimistic for RGR), cut by its budget;
+  repair continuation ~ the same log-normal (no shorter: pessimistic for RGR); one longer than its
+  budget is cut there and has no answer (a failed repair);
   repair success 76.6% (the paper's reported rate with the cue).
 The original rollouts are identical with RGR on and off (seeded per prompt and sample).
+
+The makespan is the time from the first request to the last prompt finished or the last engine
+request ended, whichever is later (verl drains the replicas before it puts them to sleep, so a
+repair abandoned by ``timeout_s`` still holds the step until the engine finishes it).
 
 Prints the makespan of each run and the last line ``rgr rollout makespan ratio: X`` (on / off).
 ``--max-new-tokens`` caps the repair decode (care.rgr.max_new_tokens); ``--timeout-s`` sets
@@ -178,7 +183,7 @@ class SimulatedReplica:
         self.running: list[_Request] = []
         self.wakeup = asyncio.Event()
         self.steps = self.preemptions = 0
-        self.busy_s = 0.0
+        self.busy_s = self.idle_at = 0.0
         self._order = 0
         self._task = asyncio.ensure_future(self._run())
 
@@ -199,6 +204,7 @@ class SimulatedReplica:
         capacity = m.kv_capacity_tokens
         while True:
             if not self.waiting and not self.running:
+                self.idle_at = loop.time()
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
@@ -292,10 +298,9 @@ class RolloutScript:
         k = self.prompt_of(prompt_ids)
         if is_repair:
             tail = self.tails[bool(self.repair_ok[k])]
-            total = min(int(self.repair_len[k]), max_tokens)
-            if total < len(tail) + 1:
-                return self._body(total), "completed"
-            return self._body(total - len(tail)) + tail, "completed"
+            if int(self.repair_len[k]) > max_tokens:  # cut by its budget: no answer, a failed repair
+                return self._body(max_tokens), "completed"
+            return self._body(int(self.repair_len[k]) - len(tail)) + tail, "completed"
         i = self.next_sample[k]
         self.next_sample[k] += 1
         total = min(int(self.lengths[k, i]), max_tokens)
@@ -408,7 +413,9 @@ def simulate(worker, config, args, rgr_enable: bool, model: EngineModel) -> dict
         replicas = loop.run_until_complete(main())
     finally:
         loop.close()
-    makespan = max(recorder.finished_at.values())
+    # verl's replicas drain every request before they sleep (vllm_async_server.py sleep ->
+    # wait_for_requests_to_drain), so a decode abandoned by a timeout still counts until it ends.
+    makespan = max(max(recorder.finished_at.values()), max(r.idle_at for r in replicas.values()))
     records = [row["extra_fields"].get("rgr") for row in recorder.rows.values()]
     metrics = rgr_step_metrics(records)
     return {
