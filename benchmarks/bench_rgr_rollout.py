@@ -48,8 +48,8 @@ request ended, whichever is later (verl drains the replicas before it puts them 
 repair abandoned by ``timeout_s`` still holds the step until the engine finishes it).
 
 Prints the makespan of each run and the last line ``rgr rollout makespan ratio: X`` (on / off).
-``--max-new-tokens`` caps the repair decode (care.rgr.max_new_tokens); ``--timeout-s`` sets
-care.rgr.timeout_s (virtual seconds).
+``--max-new-tokens`` caps the repair decode (care.rgr.max_new_tokens, default 512; ``none`` =
+uncapped); ``--timeout-s`` sets care.rgr.timeout_s (virtual seconds).
 """
 
 from __future__ import annotations
@@ -441,7 +441,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sigma", type=float, default=0.7)
     parser.add_argument("--fail-factor", type=float, default=1.2)
     parser.add_argument("--repair-success", type=float, default=0.766)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="care.rgr.max_new_tokens (repair cap)")
+    parser.add_argument("--max-new-tokens", type=lambda v: None if v.lower() in ("none", "null") else int(v),
+                        default=512, help="care.rgr.max_new_tokens (repair cap; none = uncapped)")
     parser.add_argument("--timeout-s", type=float, default=None, help="care.rgr.timeout_s (virtual seconds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="8 prompts x 8 x 256 tokens, 2 replicas")

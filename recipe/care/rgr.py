@@ -106,7 +106,7 @@ class RGRConfig:
     sampling: overrides of the rollout's own sampling parameters for the repair decode
         (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
     min_budget: fewest continuation tokens worth decoding; less is counted as ``no_budget``.
-    max_new_tokens: cap on the repair decode's tokens (the authors' code uses 512); null = only the
+    max_new_tokens: cap on the repair decode's tokens (512, as the authors' code); null = only the
         response-length budget. A repair starts after its group's slowest rollout, at the rollout's
         tail, so its length adds directly to the step's rollout time (benchmarks/bench_rgr_rollout.py).
     timeout_s: give up on a repair decode after this many seconds (``timeout``); null = no limit.
@@ -121,7 +121,7 @@ class RGRConfig:
     answer_open: str = DEFAULT_ANSWER_OPEN
     sampling: Mapping[str, Any] = field(default_factory=dict)
     min_budget: int = 1
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = 512
     timeout_s: float | None = None
     seed: int = 0
 
