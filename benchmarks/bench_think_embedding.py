@@ -14,7 +14,8 @@ states over each pool mask); passes alternate (off, on, off, on, ...) and the me
 Memory: in separate passes (one per variant, not timed), glibc's in-use heap (``mallinfo2``:
 torch's CPU tensors live there) is sampled every 5 ms; the peak above the level before the pass is compared, and the
 difference is set against one sample's response states (response tokens x hidden x 4 bytes),
-the tap's own working set. The last line is ``think-embedding tap time ratio: X``.
+the tap's own working set. The tap's own pooling time inside the timed passes is also printed,
+as a share of the pass (robust to the machine's load, unlike the end-to-end ratio). The last line is ``think-embedding tap time ratio: X``.
 """
 
 from __future__ import annotations
@@ -195,6 +196,19 @@ def main(argv=None) -> None:
           f"gloo); batch: {args.samples} samples, {tokens} tokens (responses {min(resp_tokens)}-{max(resp_tokens)}), "
           f"token budget {args.token_budget}; torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.2f}")
 
+    # The tap's own work inside the pass (pooling in the final-norm hook), timed where it runs: a
+    # load-independent share of the pass, beside the end-to-end medians that the load makes noisy.
+    tap = worker.think_embedding_tap
+    tap_pool, tap_seconds = tap.pool, [0.0]
+
+    def timed_pool(hidden, micro_batch):
+        start = time.perf_counter()
+        pooled = tap_pool(hidden, micro_batch)
+        tap_seconds[0] += time.perf_counter() - start
+        return pooled
+
+    tap.pool = timed_pool
+
     def run(with_emb: bool):
         return worker.compute_log_prob(make_batch(rows, pool_masks, with_emb))
 
@@ -203,11 +217,13 @@ def main(argv=None) -> None:
     lp_diff = max(float((a - b).abs().max()) for a, b in zip(plain_out["log_probs"].unbind(),
                                                             tap_out["log_probs"].unbind(), strict=True))
     del plain_out, tap_out
+    tap_seconds[0] = 0.0
     times = {False: [], True: []}
     peaks = {False: [], True: []}
     for _ in range(args.repeat):
         for with_emb in (False, True):
             times[with_emb].append(timed(lambda: run(with_emb)))
+    tap_per_pass = tap_seconds[0] / args.repeat
     for with_emb in (False, True):
         peaks[with_emb].append(peak_growth(lambda: run(with_emb)))
     t_off, t_on = statistics.median(times[False]), statistics.median(times[True])
@@ -217,10 +233,13 @@ def main(argv=None) -> None:
     print(f"{'without tap':<22}{t_off:>10.2f}{m_off / 2**20:>22.1f}")
     print(f"{'with tap':<22}{t_on:>10.2f}{m_on / 2**20:>22.1f}")
     print(f"log-probs with vs without the tap: max |diff| {lp_diff:.2e}")
+    print(f"tap's own work (pooling in the hook): {tap_per_pass * 1e3:.1f} ms per pass = "
+          f"{tap_per_pass / t_on:.2%} of the pass with the tap")
     print(f"tap peak memory growth: {(m_on - m_off) / 2**20:+.2f} MiB; one sample's response states "
           f"(longest response x hidden x fp32): {one_sample / 2**20:.2f} MiB")
     print("RESULT " + json.dumps({"time_off": t_off, "time_on": t_on, "peak_off": m_off, "peak_on": m_on,
-                                  "one_sample_bytes": one_sample, "logprob_diff": lp_diff, "params": params}))
+                                  "one_sample_bytes": one_sample, "logprob_diff": lp_diff, "params": params,
+                                  "tap_s_per_pass": tap_per_pass}))
     print(f"think-embedding tap time ratio: {t_on / t_off:.3f}")
 
 

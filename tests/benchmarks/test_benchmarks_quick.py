@@ -55,4 +55,5 @@ def test_think_embedding_tap_benchmark():
     result = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT "):])
     assert result["logprob_diff"] == 0.0  # the tap leaves verl's log-probs untouched
     assert result["time_on"] > 0 and result["time_off"] > 0
+    assert 0 < result["tap_s_per_pass"] < result["time_on"]  # the pooling ran, inside the pass
     assert ratio(lines[-1], "think-embedding tap time ratio") > 0
