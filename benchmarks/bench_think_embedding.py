@@ -235,6 +235,7 @@ def main(argv=None) -> None:
     print(f"log-probs with vs without the tap: max |diff| {lp_diff:.2e}")
     print(f"tap's own work (pooling in the hook): {tap_per_pass * 1e3:.1f} ms per pass = "
           f"{tap_per_pass / t_on:.2%} of the pass with the tap")
+    print(f"think-embedding tap peak memory ratio: {m_on / max(m_off, 1):.4f}")
     print(f"tap peak memory growth: {(m_on - m_off) / 2**20:+.2f} MiB; one sample's response states "
           f"(longest response x hidden x fp32): {one_sample / 2**20:.2f} MiB")
     print("RESULT " + json.dumps({"time_off": t_off, "time_on": t_on, "peak_off": m_off, "peak_on": m_on,
