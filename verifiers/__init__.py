@@ -84,7 +84,7 @@ def _loggable(pred: str | None) -> str:
 def verify(data_source, response, ground_truth, extra_info=None, format_weight: float = DEFAULT_FORMAT_WEIGHT,
            *, strict_format: bool = True, boxed_fallback: bool = True, timeout_s: float | None = None,
            relaxed_tolerance: float = chartqa.RELAXED_TOLERANCE, strict_years: bool = True,
-           rounding_tolerance: bool = True, rounding_rel_tol: float = 0.01) -> dict:
+           rounding_tolerance: bool = True, rounding_rel_tol: float = 0.01, decimal_comma: bool = True) -> dict:
     """Grade one response. See the module docstring for the result; options:
 
     - ``format_weight`` ``w``: ``score = (1 - w) * acc + w * format``;
@@ -92,7 +92,9 @@ def verify(data_source, response, ground_truth, extra_info=None, format_weight: 
     - ``boxed_fallback``: grade the last ``\\boxed{}`` when there is no ``<answer>`` span;
     - ``timeout_s``: wall-time limit of the symbolic step (default 1 s, ``CARE_VERIFIER_TIMEOUT_S``);
     - ``relaxed_tolerance``, ``strict_years``: ChartQA (:mod:`verifiers.chartqa`);
-    - ``rounding_tolerance``, ``rounding_rel_tol``: Geometry3K / ViRL39K (:mod:`verifiers.math_equal`).
+    - ``rounding_tolerance``, ``rounding_rel_tol``: Geometry3K / ViRL39K (:mod:`verifiers.math_equal`);
+    - ``decimal_comma``: read ``2,74`` as 2.74 in a prediction when the gold is one number and the
+      comma cannot be a thousands separator (:func:`verifiers.normalize.parse_number`); all sources.
     """
     name = resolve_source(data_source)
     golds = _ground_truths(ground_truth, name)
@@ -118,6 +120,7 @@ def verify(data_source, response, ground_truth, extra_info=None, format_weight: 
             ok, reason = module.verify_answer(
                 pred, gold, extra_info, timeout_s=timeout_s, relaxed_tolerance=relaxed_tolerance,
                 strict_years=strict_years, rounding_tolerance=rounding_tolerance, rounding_rel_tol=rounding_rel_tol,
+                decimal_comma=decimal_comma,
             )
             acc = int(bool(ok))
     except Exception as exc:  # a verifier bug must not zero a batch silently: count it in `reason`, log it

@@ -13,6 +13,8 @@ import re
 _TAG = re.compile(r"<\s{0,8}(/?)\s{0,8}(think|answer)\s{0,8}>", re.IGNORECASE)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s{0,8}\{")
 _BRACE = re.compile(r"[{}]")
+_BOX_OR_BRACE = re.compile(r"\\(?:boxed|fbox)\s{0,8}\{|[{}]")
+ANSWER_SEPARATOR = ", "
 
 
 def find_tags(text: str) -> list[tuple[str, int, int]]:
@@ -78,13 +80,55 @@ def last_boxed(text: str) -> tuple[str | None, bool]:
     return None, True
 
 
+def boxed_contents(text: str) -> tuple[list[str], bool]:
+    """``(contents, unclosed)``: every outermost ``\\boxed{...}`` in order, in one linear scan.
+
+    ``unclosed`` is True when the last box opened never closes (its content is not returned).
+    A box inside a box belongs to the outer one.
+    """
+    contents: list[str] = []
+    depth = 0
+    box_start, box_depth = -1, 0  # the open outermost box: where its content starts, its brace depth
+    for token in _BOX_OR_BRACE.finditer(text):
+        if token.group() == "}":
+            depth = max(depth - 1, 0)
+            if box_start >= 0 and depth == box_depth - 1:
+                contents.append(text[box_start : token.start()].strip())
+                box_start = -1
+        else:
+            depth += 1
+            if token.group() != "{" and box_start < 0:
+                box_start, box_depth = token.end(), depth
+    return contents, box_start >= 0
+
+
+def join_answers(parts: list[str]) -> str:
+    """Several boxed answers are one list answer: ``\\boxed{1} and \\boxed{2}`` -> ``1, 2``.
+
+    Repeats collapse (``\\boxed{5} ... \\boxed{5}`` is ``5``), so restating an answer costs nothing,
+    while hedging with two different answers is graded as the list of both (wrong against one).
+    """
+    unwrapped = []
+    for part in parts:
+        for _ in range(3):  # \boxed{\boxed{3}} is 3 (bounded: each round is a linear scan)
+            inner, unclosed = boxed_contents(part)
+            if len(inner) != 1 or unclosed or not _BOX.match(part):
+                break
+            part = inner[0]
+        unwrapped.append(part)
+    unique = list(dict.fromkeys(p for p in unwrapped if p))
+    return ANSWER_SEPARATOR.join(unique)
+
+
 def extract_answer(text: str, boxed_fallback: bool = True, tags: list | None = None) -> tuple[str | None, str]:
     """``(prediction, reason)``; the prediction is ``None`` when there is none to grade.
 
-    Order (data-and-verifiers.md): the last ``<answer>`` span; inside it the last ``\\boxed{}``
-    if any, else the trimmed span. Without an answer span, the last ``\\boxed{}`` of the whole
-    response when ``boxed_fallback`` (Decision: keeps ``acc`` meaningful for a model that drops
-    the tags; the format term still penalises it).
+    Order (data-and-verifiers.md): the last ``<answer>`` span; inside it the ``\\boxed{}``
+    if any, else the trimmed span. Several different boxes inside the answer span are several
+    answers, returned as one list (:func:`join_answers`); an unclosed last box is reported. Without
+    an answer span, the last ``\\boxed{}`` of the whole response when ``boxed_fallback``
+    (Decision: keeps ``acc`` meaningful for a model that drops the tags; the format term still
+    penalises it; only the last box there, since earlier ones belong to the reasoning).
     """
     span = answer_span(text, tags)
     source = "answer_span"
@@ -92,6 +136,13 @@ def extract_answer(text: str, boxed_fallback: bool = True, tags: list | None = N
         if not boxed_fallback:
             return None, "no_answer_span"
         span, source = text, "boxed_fallback"
+    else:
+        contents, unclosed = boxed_contents(span)
+        if unclosed:
+            return None, "unclosed_boxed"
+        if contents:
+            joined = join_answers(contents)
+            return (joined, source) if joined else (None, "empty_answer")
     content, found = last_boxed(span)
     if found and content is None:
         return None, "unclosed_boxed"

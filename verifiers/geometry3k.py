@@ -33,7 +33,7 @@ def _choices(extra_info) -> list[str] | None:
 
 def verify_answer(pred: str, ground_truth: str, extra_info=None, *, timeout_s: float | None = None,
                   rounding_tolerance: bool = True, rounding_rel_tol: float = DEFAULT_ROUNDING_REL_TOL,
-                  **_) -> tuple[bool, str]:
+                  decimal_comma: bool = True, **_) -> tuple[bool, str]:
     gold = ground_truth
     choices = _choices(extra_info)
     if choices is not None:
@@ -45,4 +45,4 @@ def verify_answer(pred: str, ground_truth: str, extra_info=None, *, timeout_s: f
         if pred_letter is not None:
             pred = choices[letters.index(pred_letter)]
     return math_equal(gold, pred, timeout_s=timeout_s, rounding_tolerance=rounding_tolerance,
-                      rounding_rel_tol=rounding_rel_tol)
+                      rounding_rel_tol=rounding_rel_tol, decimal_comma=decimal_comma)

@@ -12,6 +12,16 @@ side decides) and by at most ``rounding_rel_tol`` (1 %) relative to the gold val
 matches ``2\\sqrt{3}`` (3.4641...), ``17.3`` matches ``10\\sqrt{3}``, ``0.33`` matches ``1/3``, but
 ``3.5`` does not match ``2\\sqrt{3}`` (1.04 % off), ``3`` does not (integers are exact) and ``48.3``
 does not match ``48``. Plain math-verify compares at a fixed 6 decimals and rejects all of them.
+
+**Relations** are never reduced to a side: ``<=``, ``\\le``, ``≤`` (and the ``>=``, ``!=`` families)
+are first rewritten to one spelling, then two answers whose inequality operators differ (a value
+against ``x >= 2``, ``x != 3`` against ``3``, ``<`` against ``\\leq``) are unequal before any
+parser runs; the remaining relations (``x \\leq 2`` vs ``2 \\geq x``, ``2x+4y-3=0`` vs
+``y=-\\frac12x+\\frac34``, equal up to a nonzero factor) are compared by math-verify. mathruler's
+string normaliser is skipped for anything with a relation: it drops a left side of at most two
+characters, which turned ``x <= 2`` into ``2`` and ``7 = 11a+c`` into ``11a+c``.
+
+**Decimal comma** (switch ``decimal_comma``): see :func:`verifiers.normalize.parse_number`.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ from fractions import Fraction
 from mathruler.math_normalize import normalize_answer
 
 from verifiers.bounded import MAX_EXPR_CHARS, prescreen, symbolic_compare
-from verifiers.normalize import clean_math, looks_textual, normalize_text, parse_number
+from verifiers.normalize import (clean_math, has_relation, inequality_signature, looks_like_interval, looks_textual,
+                                 normalize_text, parse_number)
 
 DEFAULT_ROUNDING_REL_TOL = 0.01
 
@@ -54,7 +65,7 @@ def _safe_normalize(s: str) -> str | None:
 
 
 def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding_tolerance: bool = True,
-               rounding_rel_tol: float = DEFAULT_ROUNDING_REL_TOL) -> tuple[bool, str]:
+               rounding_rel_tol: float = DEFAULT_ROUNDING_REL_TOL, decimal_comma: bool = True) -> tuple[bool, str]:
     """``(correct, reason)`` for one gold value and one extracted prediction. Never raises."""
     if len(pred) > MAX_EXPR_CHARS:
         return False, "answer_too_long"
@@ -64,7 +75,8 @@ def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding
     if g == p:
         return True, "exact"
 
-    gn, pn = parse_number(g), parse_number(p)
+    gn = parse_number(g)
+    pn = parse_number(p, decimal_comma=decimal_comma and gn is not None)
     if gn is not None and pn is not None:
         ok = numbers_match(gn[0], gn[1], pn[0], pn[1], rounding_tolerance, rounding_rel_tol)
         return ok, "numeric" if ok else "numeric_mismatch"
@@ -74,9 +86,17 @@ def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding
         ok = normalize_text(g) == normalize_text(p)
         return ok, "text" if ok else ("text_mismatch" if looks_textual(g) else "text_answer_for_math_gold")
 
-    ng, np_ = _safe_normalize(g), _safe_normalize(p)
-    if ng is not None and ng == np_:
-        return True, "normalized"
+    g_sig, p_sig = inequality_signature(g), inequality_signature(p)
+    if g_sig != p_sig:
+        # The one exception: a chained inequality against its interval (``0 < y < 1`` vs ``(0, 1)``),
+        # which math-verify compares as sets (and still tells ``x < 2`` from ``(2, \infty)``).
+        as_set = (p if not p_sig else g if not g_sig else None)
+        if as_set is None or not looks_like_interval(as_set) or "\\neq" in g_sig + p_sig:
+            return False, "relation_mismatch"
+    if not (has_relation(g) or has_relation(p)):
+        ng, np_ = _safe_normalize(g), _safe_normalize(p)
+        if ng is not None and ng == np_:
+            return True, "normalized"
 
     for side in (p, g):
         reason = prescreen(side)

@@ -47,6 +47,7 @@ from uuid import uuid4
 import ray
 import torch
 
+from recipe.care.core_algos import EMPTY_SPAN_RULES
 from recipe.care.rgr import (
     RECORD_KEY,
     REFLECTED_KEY,
@@ -70,7 +71,7 @@ AgentLoopWorkerTQ, AgentLoopManagerTQ = require_verl_attr(
     "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ", "AgentLoopManagerTQ"
 )
 
-__all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager", "rgr_config_of"]
+__all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager", "rgr_config_of", "empty_span_of"]
 
 
 def rgr_config_of(config) -> RGRConfig:
@@ -78,6 +79,16 @@ def rgr_config_of(config) -> RGRConfig:
     care = config.get("care", None) if hasattr(config, "get") else None
     block = care.get("rgr", None) if care is not None and hasattr(care, "get") else None
     return RGRConfig.from_config(block)
+
+
+def empty_span_of(config) -> str:
+    """``care.empty_span`` of a full trainer config (``missing`` when absent): the lexical selector
+    picks its anchor by section 2.1's rule with the same empty-span rule as the trainer."""
+    care = config.get("care", None) if hasattr(config, "get") else None
+    rule = care.get("empty_span", "missing") if care is not None and hasattr(care, "get") else "missing"
+    if rule not in EMPTY_SPAN_RULES:
+        raise ValueError(f"care.empty_span must be one of {EMPTY_SPAN_RULES}, got {rule!r}")
+    return rule
 
 
 class _Group:
@@ -119,6 +130,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         self.rgr_config = rgr_config_of(config)
         self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)
         self.rgr_rng = random.Random(self.rgr_config.seed)
+        self.empty_span = empty_span_of(config)
         if self.rgr_config.enable and self.rgr_config.selector == "logprob" and not self.rollout_config.calculate_log_probs:
             raise ValueError("care.rgr.selector=logprob needs actor_rollout_ref.rollout.calculate_log_probs=true")
 
@@ -180,7 +192,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         for out in output if isinstance(output, list) else [output]:
             ids = torch.tensor([list(out.response_ids)], dtype=torch.long)
             mask = torch.tensor([list(out.response_mask)], dtype=torch.long)
-            out.extra_fields[SPANS_KEY] = span_records(self.tokenizer, ids, mask)[0]
+            out.extra_fields[SPANS_KEY] = span_records(self.tokenizer, ids, mask, empty_span=self.empty_span)[0]
 
     # ------------------------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
 
         result = await reflect_group(
             members, generate, score, tokenizer=self.tokenizer, config=self.rgr_config, tokens=self.rgr_tokens,
-            response_length=self.rollout_config.response_length, rng=self.rgr_rng,
+            response_length=self.rollout_config.response_length, rng=self.rgr_rng, empty_span=self.empty_span,
         )
         if result.outcome.repaired is not None:
             group.outputs[sessions[result.outcome.source]] = [result.outcome.score.payload]

@@ -39,6 +39,7 @@ __all__ = [
     "GROUP_KIND_NAMES",
     "SELECTORS",
     "TOKEN_WEIGHTINGS",
+    "EMPTY_SPAN_RULES",
     "build_group_layout",
     "select_anchor",
     "select_hard_negatives",
@@ -52,6 +53,8 @@ __all__ = [
 SELECTORS = ("cosine", "nearest", "farthest", "mixed", "random")
 TOKEN_WEIGHTINGS = ("region_weighted", "answer_only", "uniform")
 RESCUE_LOGP = ("sum", "mean")
+# care.empty_span: the length an empty think/answer span gets (section 1; applied in recipe.care.spans).
+EMPTY_SPAN_RULES = ("missing", "zero")
 
 # Per-row role codes in ``info["role"]``.
 ROLE_NAMES = ("none", "anchor", "negative", "reflected", "rescue_anchor", "rescue_negative")
@@ -77,6 +80,9 @@ class CareConfig:
     tau_think: τ+, the token weight of think tokens of correct rollouts (section 5).
     token_weighting: region_weighted | answer_only (τ+ = 0) | uniform (GRPO-style broadcast).
     seed: seeds the ``random`` selector (per group, independent of batch order).
+    empty_span: ``missing`` (an empty ``<think></think>`` or answer span counts as missing: its
+        length is the response length, as the authors' code) | ``zero`` (length 0); the trainer
+        passes it to :func:`recipe.care.spans.compute_response_spans` (section 1).
     """
 
     k: int = 4
@@ -93,6 +99,7 @@ class CareConfig:
     tau_think: float = 0.005
     token_weighting: str = "region_weighted"
     seed: int = 0
+    empty_span: str = "missing"
 
     def __post_init__(self) -> None:
         if int(self.k) != self.k or self.k < 1:
@@ -103,6 +110,8 @@ class CareConfig:
             raise ValueError(f"care.selector must be one of {SELECTORS}, got {self.selector!r}")
         if self.token_weighting not in TOKEN_WEIGHTINGS:
             raise ValueError(f"care.token_weighting must be one of {TOKEN_WEIGHTINGS}, got {self.token_weighting!r}")
+        if self.empty_span not in EMPTY_SPAN_RULES:
+            raise ValueError(f"care.empty_span must be one of {EMPTY_SPAN_RULES}, got {self.empty_span!r}")
         if self.rescue_logp not in RESCUE_LOGP:
             raise ValueError(f"care.rescue_logp must be one of {RESCUE_LOGP}, got {self.rescue_logp!r}")
         for name in ("neg_scale", "eps", "rescue_gamma", "tau_think"):

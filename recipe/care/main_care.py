@@ -54,7 +54,7 @@ ALGO_OVERRIDES: dict[str, list[str]] = {
 _CARE_KEYS = {
     "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",
     "equalize": "equalize", "selector": "selector", "tau_think": "tau_think",
-    "token_weighting": "token_weighting", "seed": "seed",
+    "token_weighting": "token_weighting", "seed": "seed", "empty_span": "empty_span",
 }
 _RESCUE_KEYS = {"enable": "rescue", "gamma": "rescue_gamma", "normalize": "rescue_normalize", "logp": "rescue_logp"}
 _RESERVED_CARE_BLOCKS = ("rgr",)

@@ -48,6 +48,8 @@ __all__ = [
     "FAILURE_REASONS",
     "SKIP_REASONS",
     "DEFAULT_CUE",
+    "STRUCTURED_CUE",
+    "TEMPLATES",
     "RGRConfig",
     "RGRConfigError",
     "RepairTokens",
@@ -82,6 +84,11 @@ SKIP_REASONS = ("missing_acc", "no_reward", "incomplete_group", "multi_output")
 
 # care-algorithm.md 4.2: the paper's wording as published in its summaries.
 DEFAULT_CUE = "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
+# The authors' code's cue (yongxinwang-ai/CARE verl/hooks/rgr.py, _build_repair_cue), cut there to
+# max_critique_tokens tokens and inserted before </think>, followed by "</think>\n<answer>".
+STRUCTURED_CUE = "\n<repair>\n- Mistake:\n- Fix:\n- Corrected final answer:\n</repair>\n"
+# care.rgr.template -> its cue.
+TEMPLATES = {"paper": DEFAULT_CUE, "structured": STRUCTURED_CUE}
 DEFAULT_ANSWER_OPEN = "</think>\n<answer>"
 # The budget is computed per repair; these keys would defeat it.
 _FORBIDDEN_SAMPLING_KEYS = frozenset({"max_tokens", "max_new_tokens", "n", "best_of"})
@@ -101,7 +108,13 @@ class RGRConfig:
     ngram: n of the ``lexical`` selector's token n-grams.
     mode: ``rederive`` (continue inside ``<think>`` after the cue, then answer) or ``answer_only``
         (insert ``answer_open`` after the cue and decode only the answer, as the authors' code).
-    cue: the repair cue text; its tokens get response mask 0 and log-prob 0.
+    template: the cue preset: ``paper`` (:data:`DEFAULT_CUE`, the paper's wording) or ``structured``
+        (:data:`STRUCTURED_CUE`, the authors' code's cue; with ``mode: answer_only`` this is the
+        authors' repair).
+    max_critique_tokens: the cue's tokens are cut to this many (the authors' code cuts its cue
+        the same way; the paper cue is shorter than the default 64).
+    cue: a custom cue text replacing the ``paper`` template's (null = the template's cue); its
+        tokens get response mask 0 and log-prob 0. Use :attr:`cue_text` for the cue in effect.
     answer_open: the text inserted after the cue in ``answer_only`` mode (mask 0, log-prob 0).
     sampling: overrides of the rollout's own sampling parameters for the repair decode
         (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
@@ -117,7 +130,9 @@ class RGRConfig:
     selector: str = "lexical"
     ngram: int = 2
     mode: str = "rederive"
-    cue: str = DEFAULT_CUE
+    template: str = "paper"
+    max_critique_tokens: int = 64
+    cue: str | None = None
     answer_open: str = DEFAULT_ANSWER_OPEN
     sampling: Mapping[str, Any] = field(default_factory=dict)
     min_budget: int = 1
@@ -130,8 +145,16 @@ class RGRConfig:
             raise RGRConfigError(f"care.rgr.selector={self.selector!r}; choose one of {', '.join(SELECTORS)}")
         if self.mode not in MODES:
             raise RGRConfigError(f"care.rgr.mode={self.mode!r}; choose one of {', '.join(MODES)}")
-        if not isinstance(self.cue, str) or not self.cue.strip():
-            raise RGRConfigError("care.rgr.cue must be a non-empty string")
+        if self.template not in TEMPLATES:
+            raise RGRConfigError(f"care.rgr.template={self.template!r}; choose one of {', '.join(TEMPLATES)}")
+        if isinstance(self.max_critique_tokens, bool) or not isinstance(self.max_critique_tokens, int) \
+                or self.max_critique_tokens < 1:
+            raise RGRConfigError(f"care.rgr.max_critique_tokens must be an integer >= 1, got {self.max_critique_tokens!r}")
+        if self.cue is not None and (not isinstance(self.cue, str) or not self.cue.strip()):
+            raise RGRConfigError("care.rgr.cue must be null (the template's cue) or a non-empty string")
+        if self.cue is not None and self.template != "paper":
+            raise RGRConfigError(f"care.rgr.cue and care.rgr.template={self.template} both set the cue; "
+                                 "set care.rgr.cue=null to use the template, or template=paper for a custom cue")
         if self.mode == "answer_only" and (not isinstance(self.answer_open, str) or not self.answer_open.strip()):
             raise RGRConfigError("care.rgr.answer_open must be a non-empty string in answer_only mode")
         if not isinstance(self.ngram, int) or self.ngram < 1:
@@ -147,6 +170,11 @@ class RGRConfig:
         bad = sorted(_FORBIDDEN_SAMPLING_KEYS & set(self.sampling))
         if bad:
             raise RGRConfigError(f"care.rgr.sampling may not set {bad}: the repair budget is computed per rollout")
+
+    @property
+    def cue_text(self) -> str:
+        """The cue in effect: ``cue`` if set, else the template's (before the token cut)."""
+        return TEMPLATES[self.template] if self.cue is None else self.cue
 
     @classmethod
     def from_config(cls, block) -> "RGRConfig":
@@ -171,7 +199,7 @@ class RGRConfig:
 class RepairTokens:
     """Token ids RGR inserts, tokenised once per worker.
 
-    cue_ids: the cue; answer_open_ids: ``answer_open`` (answer_only mode, else empty);
+    cue_ids: the cue (at most ``max_critique_tokens`` tokens); answer_open_ids: ``answer_open`` (answer_only mode, else empty);
     trailing_ids: special tokens (EOS, pad) dropped from the end of an unclosed think prefix.
     """
 
@@ -185,11 +213,16 @@ class RepairTokens:
 
     @classmethod
     def build(cls, tokenizer, config: RGRConfig) -> "RepairTokens":
-        cue = tuple(tokenizer.encode(config.cue, add_special_tokens=False))
+        full = tuple(tokenizer.encode(config.cue_text, add_special_tokens=False))
+        # Token ids are cut, not text, so the inserted tokens are exactly the ones counted.
+        cue = full[:config.max_critique_tokens]
+        if len(cue) < len(full):
+            logger.info("RGR cue cut from %d to care.rgr.max_critique_tokens=%d tokens: %r", len(full), len(cue),
+                        tokenizer.decode(list(cue)))
         answer_open = tuple(tokenizer.encode(config.answer_open, add_special_tokens=False)) \
             if config.mode == "answer_only" else ()
         if not cue:
-            raise RGRConfigError(f"care.rgr.cue {config.cue!r} tokenises to no tokens")
+            raise RGRConfigError(f"care.rgr.cue {config.cue_text!r} tokenises to no tokens")
         return cls(cue, answer_open, frozenset(int(i) for i in (tokenizer.all_special_ids or ())))
 
 
@@ -307,8 +340,10 @@ def think_prefix_length(tokenizer, response_ids: Sequence[int], trailing_ids: It
 
     None when the response has no ``<think>``. Closed think: the tokens that end before the close
     tag (a token straddling the tag is dropped with it, so no part of ``</think>`` survives).
-    Unclosed think: the whole response minus trailing special tokens (EOS, padding). Tags are found
-    in decoded text with the same rules as :mod:`recipe.care.spans`.
+    Unclosed think followed by an ``<answer>``: the same, cut before that tag (the think span ends
+    there, :mod:`recipe.care.spans`), so the failed answer is not part of the repair context.
+    Unclosed think without one: the whole response minus trailing special tokens (EOS, padding).
+    Tags are found in decoded text with the same rules as :mod:`recipe.care.spans`.
     """
     ids = np.asarray(list(response_ids), dtype=np.int64)
     if ids.size == 0:
@@ -319,7 +354,7 @@ def think_prefix_length(tokenizer, response_ids: Sequence[int], trailing_ids: It
     think, _ = find_tag_spans(text)
     if think is None:
         return None
-    if think[1] < len(text):  # closed
+    if think[1] < len(text):  # closed, or unclosed and cut at an <answer>
         return int(np.searchsorted(ends, think[1], side="right"))
     trailing = frozenset(int(i) for i in trailing_ids)
     k = len(ids)
@@ -353,12 +388,13 @@ def _cosine(a: Counter, b: Counter) -> float:
 
 
 def select_failure(members: Sequence[GroupMember], candidates: Sequence[int], selector: str, *, tokenizer=None,
-                   ngram: int = 2, rng: random.Random | None = None) -> int:
+                   ngram: int = 2, rng: random.Random | None = None, empty_span: str = "missing") -> int:
     """Index of the failure to repair, among ``candidates`` (non-empty; non-reflected failures).
 
     lexical: the anchor is section 2.1's (shortest think, then shortest answer, then lowest index,
-    among non-reflected positives); the chosen failure maximises the cosine of token n-gram count
-    vectors of the think spans (whole response without a think span); ties go to the lower index.
+    among non-reflected positives; empty spans by the ``empty_span`` rule, care.empty_span); the
+    chosen failure maximises the cosine of token n-gram count vectors of the think spans (whole
+    response without a think span); ties go to the lower index.
     logprob: the highest mean rollout log-prob over response-mask tokens (ties: lower index).
     random: uniform with ``rng``.
     """
@@ -379,7 +415,7 @@ def select_failure(members: Sequence[GroupMember], candidates: Sequence[int], se
     if selector != "lexical":
         raise ValueError(f"unknown RGR selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     ids, mask = _padded(members)
-    spans = compute_response_spans(tokenizer, ids, mask)
+    spans = compute_response_spans(tokenizer, ids, mask, empty_span=empty_span)
     positives = [i for i, m in enumerate(members) if m.passed and not m.reflected]
     if not positives:
         raise ValueError("the lexical selector needs a non-reflected positive (the anchor)")
@@ -441,13 +477,14 @@ def build_repaired_rollout(member: GroupMember, request: RepairRequest, continua
 
 async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, score: ScoreFn, *, tokenizer,
                         config: RGRConfig, tokens: RepairTokens, response_length: int,
-                        rng: random.Random | None = None) -> RGRResult:
+                        rng: random.Random | None = None, empty_span: str = "missing") -> RGRResult:
     """Run RGR on one scored group: at most one ``generate`` and one ``score`` call, never raises
     for a failed repair (the reason is recorded), never changes the group's size or order.
 
     members: the group's rollouts; generate(RepairRequest) -> object with ``token_ids``,
     ``log_probs`` and optionally ``stop_reason`` (verl's ``TokenOutput``); score(RepairedRollout)
-    -> :class:`ScoreResult` whose ``extra_info["acc"]`` decides success.
+    -> :class:`ScoreResult` whose ``extra_info["acc"]`` decides success. empty_span: care.empty_span,
+    for the lexical selector's anchor (section 2.1's rule).
     """
     rollouts: list = list(members)
     outcome = RGROutcome(rollout_tokens=sum(len(m.response_ids) for m in members))
@@ -466,7 +503,8 @@ async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, sc
     if not candidates:
         outcome.reason = "no_think_span"
         return result
-    source = select_failure(members, candidates, config.selector, tokenizer=tokenizer, ngram=config.ngram, rng=rng)
+    source = select_failure(members, candidates, config.selector, tokenizer=tokenizer, ngram=config.ngram, rng=rng,
+                            empty_span=empty_span)
     outcome.source = source
     member = members[source]
     request = build_repair_request(member, source, prefix[source], tokens, response_length)

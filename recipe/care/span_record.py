@@ -38,11 +38,13 @@ def _range(mask_row: np.ndarray) -> tuple[int, int]:
     return (int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, 0)
 
 
-def span_records(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[list[int]]:
-    """One record per row of a ``[B, L]`` batch (see the module docstring)."""
+def span_records(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
+                 empty_span: str = "missing") -> list[list[int]]:
+    """One record per row of a ``[B, L]`` batch (see the module docstring); lengths by ``empty_span``
+    (care.empty_span)."""
     if response_ids.shape[1] == 0:  # empty responses: no span, lengths 0 (= the response length)
         return [[0] * RECORD_WIDTH for _ in range(response_ids.shape[0])]
-    spans = compute_response_spans(tokenizer, response_ids, response_mask)
+    spans = compute_response_spans(tokenizer, response_ids, response_mask, empty_span=empty_span)
     think, answer = spans.think_mask.cpu().numpy(), spans.answer_mask.cpu().numpy()
     records = []
     for row in range(think.shape[0]):

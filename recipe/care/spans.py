@@ -2,37 +2,42 @@
 
 The tags are found in decoded text, not by token id, because the same tag is one token in some
 vocabularies (Qwen3's ``<think>``) and several in others (Qwen2.5-VL: ``<th`` ``ink`` ``>\\n``), and
-models write variants like ``< think >``. Each token's text is decoded once per tokenizer and
-cached; a response's text is the concatenation of its tokens' texts, so every character offset
-maps back to exactly one token.
+models write variants like ``< think >``. Tags are read by the verifier's own scanner
+(:func:`verifiers.format.find_tags`), so both accept exactly the same spellings. Each token's text
+is decoded once per tokenizer and cached; a response's text is the concatenation of its tokens'
+texts, so every character offset maps back to exactly one token.
 
 Span rules:
-* think = tokens strictly between the first ``<think>`` and the next ``</think>``; to the end of
-  the response when unclosed.
-* answer = tokens strictly between the first ``<answer>`` after the think span (anywhere when there
-  is no think span) and the next ``</answer>``; to the end of the response when unclosed (a
-  truncated answer is still the answer attempt). No answer when the think span is unclosed.
+* answer = the span the verifier graded (:func:`verifiers.format.answer_span`): the text between
+  the last ``<answer>`` tag that is immediately followed, among the tags, by ``</answer>``, and
+  that ``</answer>``. Wherever it lies (before the think span, inside it, after it). No closed
+  answer, no answer span: an unclosed ``<answer>`` is not graded, so it is not credited either.
+* think = tokens strictly between the first ``<think>`` and the next ``</think>``. Unclosed: up to
+  the first ``<answer>`` after it, else to the end of the response (so ``<think>abc<answer>5
+  </answer>`` still has the answer span ``5``). Answer tokens and the answer's tags are never
+  think tokens (a graded answer written inside the think span counts as the answer).
 * A token belongs to a span when it lies inside it, or straddles a tag and carries non-blank
   span text (``>5`` in ``<answer>5``): tag-only and whitespace-only boundary tokens are excluded.
+* An empty span (blank text between its tags, e.g. ``<think></think>``; for think, blank once an
+  answer inside it is removed) is present (``has_think``/``has_answer``) but holds no token.
 * ``think_len`` / ``answer_len`` are the span token counts, or the response length when the
-  rollout has no such span (section 1). An empty but present span has length 0.
+  rollout has no such span (section 1). An empty span counts as missing (response length) with
+  ``empty_span="missing"`` (default, as the authors' code: otherwise "no reasoning" is always the
+  shortest anchor) and as 0 with ``empty_span="zero"``.
 """
 
 from __future__ import annotations
 
-import re
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["ResponseSpans", "TokenTexts", "find_tag_spans", "compute_response_spans"]
+from recipe.care.core_algos import EMPTY_SPAN_RULES
+from verifiers.format import find_tags
 
-THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
-THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
-ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)
+__all__ = ["ResponseSpans", "TokenTexts", "find_tag_spans", "compute_response_spans"]
 
 
 @dataclass(frozen=True)
@@ -47,24 +52,43 @@ class ResponseSpans:
     has_answer: torch.Tensor
 
 
-def _between(text: str, open_re: re.Pattern, close_re: re.Pattern, start: int) -> tuple[int, int, int | None] | None:
-    """(content_start, content_end, end of the close tag or None if unclosed) of the first open tag at/after ``start``."""
-    opened = open_re.search(text, start)
+Range = tuple[int, int]
+
+
+def _answer_tags(tags: list) -> tuple[tuple, tuple] | None:
+    """The ``(open, close)`` tags of the answer the verifier grades.
+
+    The same scan as :func:`verifiers.format.answer_span`, which returns the text, not its place;
+    ``tests/core/test_span_verifier_agreement.py`` fails if the two ever choose differently.
+    """
+    for idx in range(len(tags) - 1, 0, -1):
+        if tags[idx][0] == "/answer" and tags[idx - 1][0] == "answer":
+            return tags[idx - 1], tags[idx]
+    return None
+
+
+def _think_range(tags: list, length: int) -> Range | None:
+    opened = next((n for n, tag in enumerate(tags) if tag[0] == "think"), None)
     if opened is None:
         return None
-    closed = close_re.search(text, opened.end())
-    if closed is None:
-        return opened.end(), len(text), None
-    return opened.end(), closed.start(), closed.end()
+    start = tags[opened][2]
+    after = tags[opened + 1:]
+    closed = next((tag for tag in after if tag[0] == "/think"), None)
+    if closed is not None:
+        return start, closed[1]
+    answer = next((tag for tag in after if tag[0] == "answer"), None)  # unclosed: stop at the answer
+    return start, (answer[1] if answer is not None else length)
 
 
-def find_tag_spans(text: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """Character ranges ``[start, end)`` of the think and answer contents of ``text`` (None if absent)."""
-    think = _between(text, THINK_OPEN, THINK_CLOSE, 0)
-    if think is not None and think[2] is None:
-        return (think[0], think[1]), None  # an unclosed think swallows the rest
-    answer = _between(text, ANSWER_OPEN, ANSWER_CLOSE, think[2] if think else 0)
-    return ((think[0], think[1]) if think else None), ((answer[0], answer[1]) if answer else None)
+def find_tag_spans(text: str, tags: list | None = None) -> tuple[Range | None, Range | None]:
+    """Character ranges ``[start, end)`` of the think and answer contents of ``text`` (None if absent).
+
+    ``tags``: :func:`verifiers.format.find_tags` of ``text``, if already computed. The think range
+    may contain an answer written inside it; :func:`compute_response_spans` removes it.
+    """
+    tags = find_tags(text) if tags is None else tags
+    answer = _answer_tags(tags)
+    return _think_range(tags, len(text)), ((answer[0][2], answer[1][1]) if answer is not None else None)
 
 
 class TokenTexts:
@@ -110,13 +134,18 @@ def _token_range(starts: np.ndarray, ends: np.ndarray, text: str, lo: int, hi: i
     return first, max(first, last)
 
 
-def compute_response_spans(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> ResponseSpans:
+def compute_response_spans(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
+                           empty_span: str = "missing") -> ResponseSpans:
     """Think/answer masks and lengths for a batch of responses.
 
     tokenizer: a transformers tokenizer (or a :class:`TokenTexts`); response_ids: long [B, L];
     response_mask: [B, L], 1 on response tokens (left-aligned, as verl lays responses out; tokens
     with mask 0 inside the response, e.g. RGR cue tokens, are still part of the text).
+    empty_span: ``missing`` (an empty span's length is the response length) or ``zero``
+        (care.empty_span, see the module rules).
     """
+    if empty_span not in EMPTY_SPAN_RULES:
+        raise ValueError(f"empty_span must be one of {EMPTY_SPAN_RULES} (care.empty_span), got {empty_span!r}")
     table = tokenizer if isinstance(tokenizer, TokenTexts) else TokenTexts.for_tokenizer(tokenizer)
     ids = response_ids.detach().cpu().numpy()
     mask = response_mask.detach().cpu().numpy().astype(bool)
@@ -129,33 +158,57 @@ def compute_response_spans(tokenizer, response_ids: torch.Tensor, response_mask:
     answer_mask = np.zeros((batch, width), dtype=bool)
     has_think = np.zeros(batch, dtype=bool)
     has_answer = np.zeros(batch, dtype=bool)
+    empty_think = np.zeros(batch, dtype=bool)
+    empty_answer = np.zeros(batch, dtype=bool)
     for row in range(batch):
         n = int(lengths[row])
         pieces = texts[row, :n]
-        sizes = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=n)
-        ends = np.cumsum(sizes)
-        starts = ends - sizes
         text = "".join(pieces)
         if "<" not in text:
             continue
-        think, answer = find_tag_spans(text)
-        for span, out, flag in ((think, think_mask, has_think), (answer, answer_mask, has_answer)):
-            if span is not None:
-                flag[row] = True
-                first, last = _token_range(starts, ends, text, *span)
-                out[row, first:last] = True
+        tags = find_tags(text)
+        if not tags:
+            continue
+        sizes = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=n)
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        answer_tags = _answer_tags(tags)
+        answer = (answer_tags[0][2], answer_tags[1][1]) if answer_tags is not None else None
+        think = _think_range(tags, len(text))
+        # The graded answer may lie inside the think span: its text and tags are then not reasoning.
+        nested = think is not None and answer_tags is not None and think[0] <= answer_tags[0][1] < think[1]
+        for span, out, flag, empty in ((think, think_mask, has_think, empty_think),
+                                       (answer, answer_mask, has_answer, empty_answer)):
+            if span is None:
+                continue
+            flag[row] = True
+            content = text[span[0]:span[1]]
+            if out is think_mask and nested:
+                content = text[span[0]:answer_tags[0][1]] + text[answer_tags[1][2]:span[1]]
+            if not content.strip():
+                empty[row] = True  # blank content: no token of it is reasoning or an answer
+                continue
+            first, last = _token_range(starts, ends, text, *span)
+            out[row, first:last] = True
+        if nested:
+            inside = (starts >= answer_tags[0][1]) & (ends <= answer_tags[1][2])
+            think_mask[row, :n] &= ~(inside | answer_mask[row, :n])
     think_mask &= mask
     answer_mask &= mask
     resp_len = torch.from_numpy(mask.sum(1).astype(np.int64))
     t_think = torch.from_numpy(think_mask.sum(1).astype(np.int64))
     t_ans = torch.from_numpy(answer_mask.sum(1).astype(np.int64))
     has_think_t, has_answer_t = torch.from_numpy(has_think), torch.from_numpy(has_answer)
+    counted_think, counted_answer = has_think_t, has_answer_t  # spans whose token count is the length
+    if empty_span == "missing":
+        counted_think = counted_think & ~torch.from_numpy(empty_think)
+        counted_answer = counted_answer & ~torch.from_numpy(empty_answer)
     device = response_ids.device
     return ResponseSpans(
         think_mask=torch.from_numpy(think_mask).to(device),
         answer_mask=torch.from_numpy(answer_mask).to(device),
-        think_len=torch.where(has_think_t, t_think, resp_len).to(device),
-        answer_len=torch.where(has_answer_t, t_ans, resp_len).to(device),
+        think_len=torch.where(counted_think, t_think, resp_len).to(device),
+        answer_len=torch.where(counted_answer, t_ans, resp_len).to(device),
         has_think=has_think_t.to(device),
         has_answer=has_answer_t.to(device),
     )

@@ -112,17 +112,19 @@ def pool_mask_field(data: TensorDict, tokenizer, fetch_responses) -> torch.Tenso
 
 
 def batch_spans(responses: torch.Tensor | None, response_mask: torch.Tensor, tokenizer,
-                extra_fields: list | None = None, rows=slice(None)):
+                extra_fields: list | None = None, rows=slice(None), empty_span: str = "missing"):
     """Think/answer spans of a batch: rebuilt from the rows' span records (written by the CARE agent-loop
     worker, :mod:`recipe.care.span_record`) when every row has one, else decoded here on the driver
-    (``responses[rows]``; ``response_mask`` and ``extra_fields`` are already those rows')."""
+    (``responses[rows]``; ``response_mask`` and ``extra_fields`` are already those rows'). A record's
+    lengths follow the ``care.empty_span`` rule the worker read from the same config; ``empty_span``
+    applies to decoded rows."""
     response_mask = _padded(response_mask)
     records = records_of(extra_fields) if extra_fields is not None else None
     if records is not None:
         return spans_from_records(records, response_mask)
     if responses is None:
         raise ValueError("rows without span records need their `responses` to decode spans")
-    return compute_response_spans(tokenizer, _padded(responses)[rows], response_mask)
+    return compute_response_spans(tokenizer, _padded(responses)[rows], response_mask, empty_span=empty_span)
 
 
 def _nested_like(padded: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -236,7 +238,7 @@ def compute_care_advantage_fields(
             responses = fetch_responses()
         else:
             raise KeyError(f"rows without span records (`{SPANS_KEY}`) need `responses` to decode their spans")
-    spans = batch_spans(responses, real_mask, tokenizer, real_extra, rows=sel)
+    spans = batch_spans(responses, real_mask, tokenizer, real_extra, rows=sel, empty_span=config.empty_span)
     seq_adv, info = compute_care_sequence_advantages(
         rewards=rewards[sel],
         acc=acc,

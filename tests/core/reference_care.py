@@ -1,13 +1,78 @@
-"""A deliberately plain, loop-per-group reading of care-algorithm.md sections 2-3.
+"""A deliberately plain, loop-per-group reading of care-algorithm.md sections 1-3.
 
-It shares no code with ``recipe.care.core_algos`` (which is vectorised across groups); the tests
-check that both agree on random batches. Selectors covered: cosine, nearest, farthest, mixed.
+It shares no code with ``recipe.care.core_algos`` (which is vectorised across groups) or
+``recipe.care.spans``; the tests check that both agree on random batches. Selectors covered:
+cosine, nearest, farthest, mixed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
+
+# The verifier's tag spellings (data-and-verifiers.md): up to 8 blanks inside, any case.
+_TAG = re.compile(r"<\s{0,8}(/?)\s{0,8}(think|answer)\s{0,8}>", re.IGNORECASE)
+
+
+def reference_span_lengths(text, offsets, response_len, empty_span="missing"):
+    """Section 1, read plainly: (T_think, T_ans) of one response.
+
+    text: the response text; offsets: (start, end) of each response token in it.
+    Answer: the verifier's span, the last <answer> directly followed (among the tags) by </answer>.
+    Think: first <think> to the next </think>; unclosed: to the first <answer> after it, else the end;
+    minus the answer and its tags. A token counts when it lies inside, or straddles the border with
+    non-blank text inside. Missing span: the response length; empty (blank) span: the response length
+    (``missing``) or 0 (``zero``).
+    """
+    tags = [(m.group(1) + m.group(2).lower(), m.start(), m.end()) for m in _TAG.finditer(text)]
+    answer = None
+    for i in range(len(tags) - 1):
+        if tags[i][0] == "answer" and tags[i + 1][0] == "/answer":
+            answer = (tags[i], tags[i + 1])  # keep the last such pair
+    think = None
+    for i, tag in enumerate(tags):
+        if tag[0] == "think":
+            end = len(text)
+            for later in tags[i + 1:]:
+                if later[0] == "/think":
+                    end = later[1]
+                    break
+            else:
+                for later in tags[i + 1:]:
+                    if later[0] == "answer":
+                        end = later[1]
+                        break
+            think = (tag[2], end)
+            break
+
+    def count(lo, hi, excluded=()):
+        n = 0
+        for k, (s, e) in enumerate(offsets):
+            inside = text[max(s, lo):min(e, hi)]
+            if inside and ((lo <= s and e <= hi) or inside.strip()) and k not in excluded:
+                n += 1
+        return n
+
+    def tokens_of(lo, hi):
+        return {k for k, (s, e) in enumerate(offsets)
+                if text[max(s, lo):min(e, hi)] and ((lo <= s and e <= hi) or text[max(s, lo):min(e, hi)].strip())}
+
+    def length(span, content, excluded=()):
+        if span is None:
+            return response_len
+        if not content.strip():
+            return response_len if empty_span == "missing" else 0
+        return count(*span, excluded=excluded)
+
+    answer_span = (answer[0][2], answer[1][1]) if answer else None
+    excluded, think_text = set(), text[think[0]:think[1]] if think else ""
+    if answer and think and think[0] <= answer[0][1] < think[1]:
+        excluded = tokens_of(*answer_span) | {k for k, (s, e) in enumerate(offsets)
+                                              if s >= answer[0][1] and e <= answer[1][2]}
+        think_text = text[think[0]:answer[0][1]] + text[answer[1][2]:think[1]]
+    answer_text = text[answer_span[0]:answer_span[1]] if answer else ""
+    return length(think, think_text, excluded), length(answer_span, answer_text)
 
 import numpy as np
 

@@ -129,3 +129,13 @@ def test_pool_mask_from_records_equals_response_pool_mask_jagged_and_padded(toke
     for i, n in enumerate(lengths):
         assert torch.equal(got.unbind()[i], want[i, :n])
     assert want[0].sum() > 0 and not torch.equal(want[0], mask[0])  # think only, not the whole response
+
+
+@pytest.mark.parametrize("rule", ["missing", "zero"])
+def test_records_carry_the_empty_span_rule_lengths(tokenizer, rule):
+    ids, mask = padded(tokenizer, ["<think></think><answer>7</answer>", "<think>a b</think><answer></answer>"])
+    want = compute_response_spans(tokenizer, ids, mask, empty_span=rule)
+    records = [span_records(tokenizer, ids[i:i + 1], mask[i:i + 1], empty_span=rule)[0] for i in range(2)]
+    got = spans_from_records(records, mask)
+    assert torch.equal(got.think_len, want.think_len) and torch.equal(got.answer_len, want.answer_len)
+    assert (int(got.think_len[0]) == 0) == (rule == "zero")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recipe.care.spans import TokenTexts, compute_response_spans, find_tag_spans
+from tests.core.span_helpers import encode_batch, token_offsets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,18 +25,6 @@ def shared_tokenizer():
 @pytest.fixture
 def tokenizer(shared_tokenizer):
     return shared_tokenizer
-
-
-def encode_batch(tokenizer, texts, pad_right=3):
-    """Right-padded response ids and mask, as verl lays out responses."""
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, encoded)) + pad_right
-    ids = torch.full((len(texts), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(texts), width, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
-    return ids, mask
 
 
 def span_text(tokenizer, ids, mask_row):
@@ -82,22 +71,82 @@ def test_missing_unclosed_and_empty_spans(tokenizer):
         "<think></think><answer>7</answer>",
         "<answer>only an answer</answer>",
         "<think>ok</think><answer>truncated answ",
+        "<think>ok</think><answer> \n </answer>",
     ]
     ids, mask = encode_batch(tokenizer, texts)
     spans = compute_response_spans(tokenizer, ids, mask)
     resp_len = mask.sum(1)
-    assert spans.has_think.tolist() == [False, True, True, True, False, True]
-    assert spans.has_answer.tolist() == [False, False, False, True, True, True]
+    assert spans.has_think.tolist() == [False, True, True, True, False, True, True]
+    assert spans.has_answer.tolist() == [False, False, True, True, True, False, True]
     # Section 1: a missing span counts as the whole response.
     assert spans.think_len[0] == resp_len[0] and spans.answer_len[0] == resp_len[0]
     assert spans.think_len[4] == resp_len[4]
-    assert spans.answer_len[1] == resp_len[1] and spans.answer_len[2] == resp_len[2]
-    # An unclosed think runs to the end of the response, answer tags included.
-    assert "answer" in span_text(tokenizer, ids[2], spans.think_mask[2])
-    # A present but empty think span has length 0, not the response length.
-    assert spans.think_len[3].item() == 0
-    assert span_text(tokenizer, ids[5], spans.answer_mask[5]).strip() == "truncated answ"
+    assert spans.answer_len[1] == resp_len[1]
+    # An unclosed think runs up to the first <answer> after it, and that answer is still the answer.
+    assert span_text(tokenizer, ids[2], spans.think_mask[2]).strip() == "unclosed"
+    assert span_text(tokenizer, ids[2], spans.answer_mask[2]) == "3"
+    # An unclosed answer is not graded by the verifier, so it is no answer span either.
+    assert not spans.answer_mask[5].any() and spans.answer_len[5] == resp_len[5]
+    # Empty spans (blank between the tags) hold no token and count as missing (the default rule).
+    assert not spans.think_mask[3].any() and spans.think_len[3] == resp_len[3]
+    assert not spans.answer_mask[6].any() and spans.answer_len[6] == resp_len[6]
     assert not (spans.think_mask & ~mask.bool()).any() and not (spans.answer_mask & ~mask.bool()).any()
+
+
+def test_empty_span_rule_switch(tokenizer):
+    """care.empty_span: `missing` gives an empty span the response length, `zero` gives it 0;
+    non-empty and absent spans are the same under both rules."""
+    texts = [
+        "<think></think><answer>7</answer>",
+        "< think >  \n</ think ><answer></answer>",
+        "<think>two steps</think><answer>7</answer>",
+        "no tags",
+    ]
+    ids, mask = encode_batch(tokenizer, texts)
+    missing = compute_response_spans(tokenizer, ids, mask, empty_span="missing")
+    zero = compute_response_spans(tokenizer, ids, mask, empty_span="zero")
+    resp_len = mask.sum(1)
+    assert missing.think_len[:2].tolist() == resp_len[:2].tolist()
+    assert zero.think_len[:2].tolist() == [0, 0]
+    assert missing.answer_len[1] == resp_len[1] and zero.answer_len[1] == 0
+    assert missing.answer_len[0] == zero.answer_len[0] == 1
+    for row in (2, 3):
+        assert missing.think_len[row] == zero.think_len[row] and missing.answer_len[row] == zero.answer_len[row]
+    assert zero.think_len[2] == int(zero.think_mask[2].sum()) > 0 and zero.think_len[3] == resp_len[3]
+    for field in ("think_mask", "answer_mask", "has_think", "has_answer"):
+        assert torch.equal(getattr(missing, field), getattr(zero, field))
+    assert compute_response_spans(tokenizer, ids, mask).think_len.tolist() == missing.think_len.tolist()  # default
+    with pytest.raises(ValueError, match="empty_span"):
+        compute_response_spans(tokenizer, ids, mask, empty_span="skip")
+
+
+def test_empty_think_is_not_the_preferred_anchor(tokenizer):
+    """The reason for the rule: with `zero`, a correct answer without reasoning always wins the anchor."""
+    from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages
+
+    texts = ["<think></think><answer>7</answer>", "<think>3 + 4 = 7</think><answer>7</answer>",
+             "<think>3 + 4 = 8</think><answer>8</answer>", "<think>3 * 4 = 12</think><answer>12</answer>"]
+    ids, mask = encode_batch(tokenizer, texts)
+    anchors = {}
+    for rule in ("missing", "zero"):
+        spans = compute_response_spans(tokenizer, ids, mask, empty_span=rule)
+        _, info = compute_care_sequence_advantages(
+            rewards=torch.tensor([1.0, 1.0, 0.0, 0.0]), acc=torch.tensor([1, 1, 0, 0]), index=["g"] * 4,
+            think_len=spans.think_len, answer_len=spans.answer_len, think_emb=torch.eye(4, 8),
+            logp_sum=torch.zeros(4), response_len=mask.sum(1), reflected=torch.zeros(4, dtype=torch.bool),
+            config=CareConfig(k=2, m=2, empty_span=rule))
+        anchors[rule] = info["role"].tolist().index(1)
+    assert anchors == {"missing": 1, "zero": 0}
+
+
+def test_answer_inside_a_closed_think_is_the_answer_not_reasoning(tokenizer):
+    text = "<think>try <answer>6</answer> no, recheck</think>"
+    ids, mask = encode_batch(tokenizer, [text])
+    spans = compute_response_spans(tokenizer, ids, mask)
+    assert span_text(tokenizer, ids[0], spans.answer_mask[0]) == "6"
+    think = span_text(tokenizer, ids[0], spans.think_mask[0])
+    assert "try" in think and "recheck" in think and "6" not in think and "answer" not in think
+    assert not (spans.think_mask & spans.answer_mask).any()
 
 
 def test_single_token_tags(tokenizer):
@@ -142,3 +191,69 @@ def test_property_spans_match_character_spans(shared_tokenizer, think, answer):
     (t0, t1), (a0, a1) = find_tag_spans(text)
     assert_span_covers(span_text(shared_tokenizer, ids[0], spans.answer_mask[0]), text, text[a0:a1])
     assert_span_covers(span_text(shared_tokenizer, ids[0], spans.think_mask[0]), text, text[t0:t1])
+
+
+RESPONSES = [
+    "<think></think><answer>7</answer>",
+    "<think> \n</think><answer>7</answer>",
+    "<think>3 + 4 = 7</think><answer>7</answer>",
+    "<think>3 + 4 = 7, check: 7 - 4 = 3</think>\n<answer>\\boxed{7}</answer><|im_end|>",
+    "<think>abc<answer>7</answer>",
+    "<think>long reasoning that never closes",
+    "<think>a</think><answer>7",
+    "<answer>7</answer>",
+    "<answer>7</answer><think>after</think>",
+    "<think><answer>7</answer></think>",
+    "<think>try <answer>6</answer> no</think><answer>7</answer>",
+    "<think>x</think><answer></answer>",
+    "7",
+    "< think >spaced</ think >< answer >7</ answer >",
+]
+
+
+@st.composite
+def span_batches(draw):
+    groups = draw(st.lists(st.lists(st.tuples(st.sampled_from(RESPONSES), st.integers(0, 1)), min_size=2, max_size=6),
+                           min_size=1, max_size=3))
+    rule = draw(st.sampled_from(["missing", "zero"]))
+    k = draw(st.integers(1, 4))
+    return groups, rule, k
+
+
+@settings(max_examples=40, deadline=None)
+@given(span_batches())
+def test_lengths_and_advantages_match_the_plain_reading(shared_tokenizer, case):
+    """Section 1 read plainly (tests/core/reference_care.py) gives the same T_think/T_ans on real
+    tokenisations, and the plain advantage reading agrees with the vectorised one on those lengths."""
+    import numpy as np
+
+    from recipe.care.core_algos import ROLE_NAMES, CareConfig, compute_care_sequence_advantages
+    from tests.core.reference_care import reference_care, reference_span_lengths
+
+    groups, rule, k = case
+    rows = [(text, acc, f"g{g}") for g, group in enumerate(groups) for text, acc in group]
+    texts = [r[0] for r in rows]
+    ids, mask = encode_batch(shared_tokenizer, texts)
+    spans = compute_response_spans(shared_tokenizer, ids, mask, empty_span=rule)
+    expected = []
+    for row in range(len(rows)):
+        n = int(mask[row].sum())
+        text, offsets = token_offsets(shared_tokenizer, ids[row, :n].tolist())
+        expected.append(reference_span_lengths(text, offsets, n, rule))
+    assert spans.think_len.tolist() == [t for t, _ in expected]
+    assert spans.answer_len.tolist() == [a for _, a in expected]
+
+    batch = len(rows)
+    acc = torch.tensor([r[1] for r in rows])
+    emb = torch.randn(batch, 8, generator=torch.Generator().manual_seed(batch))
+    cfg = CareConfig(k=k, m=max(k, 4), empty_span=rule)
+    inputs = dict(rewards=acc.float(), acc=acc, index=np.asarray([r[2] for r in rows], dtype=object),
+                  think_len=spans.think_len, answer_len=spans.answer_len, think_emb=emb,
+                  logp_sum=-torch.arange(batch, dtype=torch.float32), response_len=mask.sum(1),
+                  reflected=torch.zeros(batch, dtype=torch.bool))
+    adv, info = compute_care_sequence_advantages(**inputs, config=cfg)
+    ref_adv, ref_roles, _ = reference_care(
+        acc.float().tolist(), acc.tolist(), [r[2] for r in rows], [t for t, _ in expected], [a for _, a in expected],
+        emb.numpy(), inputs["logp_sum"].tolist(), mask.sum(1).tolist(), [False] * batch, cfg)
+    assert [ROLE_NAMES[r] for r in info["role"].tolist()] == ref_roles
+    np.testing.assert_allclose(adv.numpy(), ref_adv, rtol=1e-4, atol=1e-5)

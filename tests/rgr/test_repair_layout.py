@@ -106,6 +106,9 @@ def test_no_logprobs_in_the_rollout_none_in_the_repair(tokenizer, reflect):
         ("<think>value is 3.</think><answer>3</answer>", "<think>value is 3"),  # ".</" is one token: dropped
         ("Intro <think>open ended reasoning that never closes", "Intro <think>open ended reasoning that never closes"),
         ("< think >spaced tags</ think ><answer>1</answer>", "< think >spaced tags"),
+        # unclosed think: the think span stops at the first <answer> (spans.py), so the failed answer
+        # is not part of the repair context
+        ("<think>unclosed reasoning <answer>5</answer>", "<think>unclosed reasoning"),
     ],
 )
 def test_think_prefix(tokenizer, text, expected_prefix_text):

@@ -23,7 +23,8 @@ def test_rgr_yaml_composes_and_converts_to_verl_dataclasses(verl_config):
     assert issubclass(CareAgentLoopWorkerTQ.__ray_actor_class__, AgentLoopWorkerTQ.__ray_actor_class__)
     rgr = rgr_config_of(verl_config)
     assert rgr.enable and rgr.selector == "lexical" and rgr.mode == "rederive"
-    assert rgr.cue == SPEC_CUE == DEFAULT_CUE
+    assert rgr.template == "paper" and rgr.cue is None and rgr.max_critique_tokens == 64
+    assert rgr.cue_text == SPEC_CUE == DEFAULT_CUE
     assert dict(rgr.sampling) == {"temperature": 0.5}  # the hydra override reached the block
 
 
@@ -43,6 +44,11 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
         ({"selector": "cosine"}, "care.rgr.selector"),
         ({"mode": "both"}, "care.rgr.mode"),
         ({"cue": "  "}, "care.rgr.cue"),
+        ({"template": "authors"}, "care.rgr.template"),
+        ({"template": "structured", "cue": "Try again."}, "care.rgr.cue"),
+        ({"max_critique_tokens": 0}, "care.rgr.max_critique_tokens"),
+        ({"max_critique_tokens": "64"}, "care.rgr.max_critique_tokens"),
+        ({"max_critique_tokens": True}, "care.rgr.max_critique_tokens"),
         ({"ngram": 0}, "care.rgr.ngram"),
         ({"min_budget": 0}, "care.rgr.min_budget"),
         ({"timeout_s": -1}, "care.rgr.timeout_s"),
@@ -66,3 +72,14 @@ def test_manager_checks_the_block_on_the_driver_and_installs_the_worker(verl_con
     bad = OmegaConf.merge(verl_config, {"care": {"rgr": {"selector": "nearest"}}})
     with pytest.raises(RGRConfigError, match="care.rgr.selector"):
         CareAgentLoopManager(bad, llm_client=None)
+
+
+def test_empty_span_rule_reaches_the_rgr_worker(verl_config):
+    from omegaconf import OmegaConf
+
+    from recipe.care.agent_loop import empty_span_of
+
+    assert empty_span_of(verl_config) == "missing"  # absent: the default rule
+    assert empty_span_of(OmegaConf.create({"care": {"rgr": {}, "empty_span": "zero"}})) == "zero"
+    with pytest.raises(ValueError, match="care.empty_span"):
+        empty_span_of(OmegaConf.create({"care": {"empty_span": "none"}}))

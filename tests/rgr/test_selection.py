@@ -80,3 +80,18 @@ def test_random_selector_covers_failures_only(tokenizer):
     assert picks == {1, 3, 4}
     same = [select_failure(members, [1, 3, 4], "random", rng=random.Random(7)) for _ in range(3)]
     assert len(set(same)) == 1  # seeded: reproducible
+
+
+def test_lexical_anchor_follows_the_empty_span_rule(tokenizer):
+    """care.empty_span reaches the lexical selector's anchor: with `missing` (default) the positive with
+    an empty think is not the shortest-think anchor; with `zero` it is (and then no failure is nearer)."""
+    members = [
+        member(tokenizer, "<think></think>\n<answer>4</answer>", 1),
+        member(tokenizer, ANCHOR, 1),
+        member(tokenizer, "<think>Stars are far away and bright at night.</think>\n<answer>5</answer>", 0),
+        member(tokenizer, NEAR_ANCHOR, 0),
+    ]
+    pick = {rule: select_failure(members, [2, 3], "lexical", tokenizer=tokenizer, empty_span=rule)
+            for rule in ("missing", "zero")}
+    assert pick == {"missing": 3, "zero": 2}
+    assert select_failure(members, [2, 3], "lexical", tokenizer=tokenizer) == 3

@@ -53,6 +53,8 @@ def test_care_block_maps_onto_care_config_with_paper_defaults():
     tweaked = compose_config(["care.k=2", "care.rescue.enable=false", "care.rescue.logp=mean"])
     care = care_config_from_omegaconf(tweaked.care)
     assert (care.k, care.rescue, care.rescue_logp) == (2, False, "mean")
+    assert care_config_from_omegaconf(cfg.care).empty_span == "missing"
+    assert care_config_from_omegaconf(compose_config(["care.empty_span=zero"]).care).empty_span == "zero"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +65,9 @@ def test_care_block_maps_onto_care_config_with_paper_defaults():
         (["care.m=2"], "care.m|M"),
         (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode must be false"),
         (["+care.kk=3"], "unknown key care.kk"),
+        (["care.empty_span=skip"], "care.empty_span must be one of"),
+        (["care.rgr.template=authors"], "care.rgr.template"),
+        (["care.rgr.max_critique_tokens=0"], "care.rgr.max_critique_tokens"),
     ],
 )
 def test_bad_care_config_is_a_clear_error(overrides, message):

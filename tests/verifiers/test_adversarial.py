@@ -49,6 +49,12 @@ ADVERSARIAL = {
     "python_code": _wrap("__import__('os').system('touch /tmp/care_pwned')"),
     "lambda_code": _wrap("(lambda: 1)()"),
     "division_by_zero": _wrap("\\frac{1}{0}"),
+    "huge_scientific_exponent": _wrap("1e999999999"),
+    "huge_scientific_times": _wrap("1 \\times 10^{999999999}"),
+    "many_boxes_in_answer": _wrap("\\boxed{1}" * 100_000),
+    "many_ands": _wrap(" and ".join(["1"] * 50_000)),
+    "many_relations": _wrap("x" + " <= x" * 50_000),
+    "many_digit_groups": _wrap("1" + ",\\!000" * 50_000),
 }
 
 
@@ -200,7 +206,7 @@ def test_same_result_from_main_thread_and_thread_pool(warm_pool):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(alphabet=st.sampled_from(list("0123456789^{}()[]\\!+-*/=.,%$ xyzABC<>/thinkanswerboxedfrac\x00")),
+@given(st.text(alphabet=st.sampled_from(list("0123456789^{}()[]\\!+-*/=.,%$ xyzABC<>/thinkanswerboxedfrac\x00≤≥≠eE")),
                max_size=120),
        st.sampled_from(["chartqa", "geometry3k", "virl39k"]))
 def test_fuzz_never_raises(warm_pool, answer, source):

@@ -50,7 +50,11 @@ def test_format_weight_reaches_score_and_is_independent_of_acc():
     [
         (GOOD, "4", "answer_span"),
         ("<think>a</think><answer>The value is \\boxed{12}.</answer>", "12", "answer_span"),
-        ("<think>a</think><answer>\\boxed{1} then \\boxed{\\frac{1}{2}}</answer>", "\\frac{1}{2}", "answer_span"),
+        # several different boxes in the answer span are several answers, graded as one list
+        ("<think>a</think><answer>\\boxed{1} then \\boxed{\\frac{1}{2}}</answer>", "1, \\frac{1}{2}", "answer_span"),
+        ("<think>a</think><answer>\\boxed{5}, i.e. \\boxed{5}</answer>", "5", "answer_span"),  # repeats collapse
+        ("<think>a</think><answer>\\boxed{\\boxed{5}}</answer>", "5", "answer_span"),
+        ("\\boxed{1} reasoning then \\boxed{2}", "2", "boxed_fallback"),  # no span: last box only
         ("<think>\\boxed{9}</think><answer>7</answer>", "7", "answer_span"),  # a box in think is not the answer
         ("<think>a</think><answer>3</answer><answer>5</answer>", "5", "answer_span"),  # last span
         ("<think>a</think><answer>\\boxed {x^{2}}</answer>", "x^{2}", "answer_span"),
