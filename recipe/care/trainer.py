@@ -273,9 +273,11 @@ def compute_care_advantage_fields(
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
     metrics.update(rgr_step_metrics([(e or {}).get("rgr") for e in real_extra]))
-    # verl's GRPO path writes returns = advantages too; one nested tensor serves both fields.
+    # verl's GRPO path writes returns = advantages too (two tensors, as here).
     nested = _nested_like(advantages, response_mask_nested)
-    fields = TensorDict({"advantages": nested, "returns": nested}, batch_size=batch)
+    returns = (torch.nested.nested_tensor_from_jagged(nested.values().clone(), nested.offsets()) if nested.is_nested
+               else nested.clone())
+    fields = TensorDict({"advantages": nested, "returns": returns}, batch_size=batch)
     return fields, metrics
 
 
