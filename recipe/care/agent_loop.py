@@ -26,6 +26,10 @@ How it hooks in without copying verl code (every override written against verl 0
   always opens: RGR never blocks the prompt's completion (a group with a failed session is left
   untouched; verl marks it ``failure`` and the replay buffer drops it).
 
+Every training rollout (RGR on or off) also gets its think/answer span record
+(``extra_fields["care_spans"]``, :mod:`recipe.care.span_record`), computed here once so that the
+trainer's driver never decodes responses.
+
 What reaches the trainer, per row, in ``extra_fields``: ``reflected`` (True on the repaired row,
 False on its siblings) and ``rgr`` (the group's outcome record, the same on every row of the
 group; :func:`recipe.care.rgr.rgr_step_metrics` turns a batch's records into ``rgr/*`` metrics).
@@ -41,6 +45,7 @@ from typing import Any
 from uuid import uuid4
 
 import ray
+import torch
 
 from recipe.care.core_algos import EMPTY_SPAN_RULES
 from recipe.care.registrations import require_recipe_registrations
@@ -56,6 +61,7 @@ from recipe.care.rgr import (
     ScoreResult,
     reflect_group,
 )
+from recipe.care.span_record import SPANS_KEY, span_records
 from recipe.care.verl_compat import require_verl_attr
 
 logger = logging.getLogger(__name__)
@@ -159,6 +165,8 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     async def _agent_loop_postprocess(self, output, validate, **kwargs) -> None:
         group = _GROUP.get()
         if group is None or validate:
+            if not validate:
+                self._record_spans(output)
             return await super()._agent_loop_postprocess(output, validate, **kwargs)
         outputs = list(output) if isinstance(output, list) else [output]
         if outputs:
@@ -176,12 +184,22 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         else:
             await group.ready.wait()
         final = group.outputs[session_id]
+        self._record_spans(final)
         return await super()._agent_loop_postprocess(final if isinstance(output, list) else final[0], validate,
                                                      **kwargs)
+
+    def _record_spans(self, output) -> None:
+        """Each final rollout's think/answer span record (``extra_fields["care_spans"]``), computed here,
+        once per rollout and spread over the agent-loop workers, so the trainer's driver decodes nothing."""
+        for out in output if isinstance(output, list) else [output]:
+            ids = torch.tensor([list(out.response_ids)], dtype=torch.long)
+            mask = torch.tensor([list(out.response_mask)], dtype=torch.long)
+            out.extra_fields[SPANS_KEY] = span_records(self.tokenizer, ids, mask, empty_span=self.empty_span)[0]
 
     # ------------------------------------------------------------------------------------------
 
     async def _reflect(self, group: _Group) -> None:
+        started = asyncio.get_running_loop().time()
         sessions = sorted(group.outputs)
         outcome = RGROutcome()
         if group.failed:
@@ -195,6 +213,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
                 outcome.reason = "no_reward"  # rewards computed later (colocated reward model): cannot gate
             else:
                 outcome = await self._reflect_scored(group, sessions, finals)
+        outcome.wall_s = asyncio.get_running_loop().time() - started
         self._stamp(group, outcome, sessions[outcome.source] if outcome.repaired is not None else None)
 
     async def _reflect_scored(self, group: _Group, sessions: list, finals: list) -> RGROutcome:

@@ -119,6 +119,9 @@ class RGRConfig:
     sampling: overrides of the rollout's own sampling parameters for the repair decode
         (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
     min_budget: fewest continuation tokens worth decoding; less is counted as ``no_budget``.
+    max_new_tokens: cap on the repair decode's tokens (512, as the authors' code); null = only the
+        response-length budget. A repair starts after its group's slowest rollout, at the rollout's
+        tail, so its length adds directly to the step's rollout time (benchmarks/bench_rgr_rollout.py).
     timeout_s: give up on a repair decode after this many seconds (``timeout``); null = no limit.
     seed: seeds the ``random`` selector (per agent-loop worker).
     """
@@ -133,6 +136,7 @@ class RGRConfig:
     answer_open: str = DEFAULT_ANSWER_OPEN
     sampling: Mapping[str, Any] = field(default_factory=dict)
     min_budget: int = 1
+    max_new_tokens: int | None = 512
     timeout_s: float | None = None
     seed: int = 0
 
@@ -157,6 +161,8 @@ class RGRConfig:
             raise RGRConfigError(f"care.rgr.ngram must be an integer >= 1, got {self.ngram!r}")
         if not isinstance(self.min_budget, int) or self.min_budget < 1:
             raise RGRConfigError(f"care.rgr.min_budget must be an integer >= 1, got {self.min_budget!r}")
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
+            raise RGRConfigError(f"care.rgr.max_new_tokens must be an integer >= 1 or null, got {self.max_new_tokens!r}")
         if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
             raise RGRConfigError(f"care.rgr.timeout_s must be a positive number or null, got {self.timeout_s!r}")
         if not isinstance(self.sampling, Mapping):
@@ -297,6 +303,7 @@ class RGROutcome:
     reason: str | None = None
     extra_tokens: int = 0
     rollout_tokens: int = 0
+    wall_s: float = 0.0  # from the group's last rollout to the end of RGR (set by the adapter)
 
     def record(self, group: str) -> dict:
         """The per-row ``extra_fields["rgr"]`` record (plain Python values, identical on every row)."""
@@ -311,6 +318,7 @@ class RGROutcome:
             "rollout_tokens": int(self.rollout_tokens),
             # the chosen failure's index in the group (care.records' per-repair record); -1 = none
             "source": -1 if self.source is None else int(self.source),
+            "wall_s": float(self.wall_s),
         }
 
 
@@ -502,6 +510,8 @@ async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, sc
     outcome.source = source
     member = members[source]
     request = build_repair_request(member, source, prefix[source], tokens, response_length)
+    if config.max_new_tokens is not None:
+        request.max_tokens = min(request.max_tokens, config.max_new_tokens)
     if request.max_tokens < config.min_budget:
         outcome.reason = "no_budget"
         return result
@@ -559,7 +569,10 @@ def rgr_step_metrics(records: Iterable[Mapping[str, Any] | None]) -> dict[str, f
     rgr/triggered: repair attempts (one per eligible group); rgr/replaced: repaired rollouts kept;
     rgr/success: kept and verified correct; rgr/success_rate = success / triggered (only when
     something was triggered); rgr/extra_token_share = repair-decode tokens / tokens of the groups'
-    original rollouts; rgr/failed/<reason> and rgr/skipped/<reason>: counts by reason.
+    original rollouts; rgr/failed/<reason> and rgr/skipped/<reason>: counts by reason;
+    timing_s/rgr: the longest time RGR held one group back in the step (from its last rollout to its
+    repair scored; repairs of different groups overlap, so this bounds what RGR adds to the rollout's
+    wall time); rgr/wall_s_mean: the mean over triggered groups.
     """
     groups: dict[str, Mapping[str, Any]] = {}
     for record in records:
@@ -581,6 +594,10 @@ def rgr_step_metrics(records: Iterable[Mapping[str, Any] | None]) -> dict[str, f
     }
     if total["triggered"]:
         metrics["rgr/success_rate"] = total["success"] / total["triggered"]
+    walls = [float(r.get("wall_s", 0.0)) for r in rows if int(r.get("triggered", 0))]
+    metrics["timing_s/rgr"] = max(walls, default=0.0)
+    if walls:
+        metrics["rgr/wall_s_mean"] = sum(walls) / len(walls)
     reasons = Counter(str(r.get("reason") or "") for r in rows)
     for reason in FAILURE_REASONS:
         metrics[f"rgr/failed/{reason}"] = float(reasons.get(reason, 0))

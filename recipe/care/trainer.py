@@ -4,8 +4,9 @@ verl's registered advantage estimators only see rewards, masks and group ids; CA
 verifier correctness, think/answer spans, think embeddings and old log-probs. So this trainer
 
 - swaps in :class:`recipe.care.worker.CareActorRolloutRefWorker` (``_init_resource_pool_mgr``);
-- in ``_compute_old_log_prob`` computes each response's think span (``recipe.care.spans``),
-  writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
+- in ``_compute_old_log_prob`` rebuilds each response's think span from the span record the CARE
+  agent-loop worker stored with the rollout (``recipe.care.span_record``; decoded here only for
+  rows without one), writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
   forward pass that computes the old log-probs (no extra model pass);
 - owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
   region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
@@ -32,6 +33,7 @@ from recipe.care.metrics import care_advantage_metrics, data_source_metrics
 from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
                                  build_repair_records)
 from recipe.care.rgr import rgr_step_metrics
+from recipe.care.span_record import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
 from recipe.care.verl_compat import require_verl_attr
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 TRAINER_NAME = "care_sync"
 ACC_KEY, FORMAT_KEY, REFLECTED_KEY = "acc", "format", "reflected"
 DATA_SOURCE = "data_source"
-REQUIRED_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "responses", "extra_fields"]
+REQUIRED_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "extra_fields"]
 ADVANTAGE_FIELDS = [*REQUIRED_FIELDS, THINK_EMB, DATA_SOURCE]
 UNKNOWN_SOURCE = "unknown"
 _ACTOR_ROLES = ("Actor", "ActorRollout", "ActorRolloutRef")
@@ -61,6 +63,15 @@ class MissingRewardInfo(KeyError):
 
 def _column(data: TensorDict, key: str) -> list:
     value = data.get(key)
+    # A NonTensorStack's tolist() goes through tensorclass attribute access per row (~7 us each,
+    # 0.03 s per column of a 4096-row step on the driver); its rows' payloads are read directly
+    # when they have the layout of tensordict<=0.10 (verl 0.9.1's pin), else through tolist().
+    rows = getattr(value, "tensordicts", None)
+    if rows is not None:
+        try:
+            return [row._non_tensordict["data"] for row in rows]
+        except (AttributeError, KeyError, TypeError):
+            pass
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
@@ -91,11 +102,64 @@ def read_reward_info(extra_fields: list, keys: list | None = None) -> tuple[torc
     return torch.tensor(acc, dtype=torch.long), fmt_tensor, torch.tensor(reflected, dtype=torch.bool)
 
 
-def pool_masks_for(responses: torch.Tensor, response_mask: torch.Tensor, tokenizer) -> torch.Tensor:
-    """The 0/1 [B, L] response positions pooled into each think embedding (think span, else response)."""
+def pool_mask_field(data: TensorDict, tokenizer, fetch_responses) -> torch.Tensor:
+    """The nested ``care_pool_mask`` field for a batch read with ``response_mask`` and ``extra_fields``:
+    from the rows' span records (on the jagged values, nothing decoded), else by decoding the
+    responses (``fetch_responses()``) on the driver, with a warning."""
+    response_mask = data["response_mask"]
+    extra_fields = _column(data, "extra_fields") if "extra_fields" in data.keys() else None
+    records = records_of(extra_fields) if extra_fields is not None else None
+    if records is not None:
+        pool = pool_mask_from_records(records, response_mask)
+        return pool if pool.is_nested else response_to_nested(pool, response_mask)
+    logger.warning("rows without span records (%s): decoding spans on the driver; use the CARE agent-loop "
+                   "manager (recipe/care/config/rgr.yaml) to compute them in the rollout workers", SPANS_KEY)
+    return response_to_nested(pool_masks_for(fetch_responses(), response_mask, tokenizer), response_mask)
+
+
+def batch_spans(responses: torch.Tensor | None, response_mask: torch.Tensor, tokenizer,
+                extra_fields: list | None = None, rows=slice(None), empty_span: str = "missing"):
+    """Think/answer spans of a batch: rebuilt from the rows' span records (written by the CARE agent-loop
+    worker, :mod:`recipe.care.span_record`) when every row has one, else decoded here on the driver
+    (``responses[rows]``; ``response_mask`` and ``extra_fields`` are already those rows'). A record's
+    lengths follow the ``care.empty_span`` rule the worker read from the same config; ``empty_span``
+    applies to decoded rows."""
     response_mask = _padded(response_mask)
-    spans = compute_response_spans(tokenizer, _padded(responses), response_mask)
-    return response_pool_mask(spans.think_mask, spans.has_think, response_mask).to(torch.int64)
+    records = records_of(extra_fields) if extra_fields is not None else None
+    if records is not None:
+        return spans_from_records(records, response_mask)
+    if responses is None:
+        raise ValueError("rows without span records need their `responses` to decode spans")
+    return compute_response_spans(tokenizer, _padded(responses)[rows], response_mask, empty_span=empty_span)
+
+
+def _nested_like(padded: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``padded`` [B, L] (left-aligned rows) as a jagged nested tensor with ``like``'s row lengths: the
+    result of verl's ``response_to_nested``, built with one masked select instead of a loop over rows."""
+    if not like.is_nested:
+        return response_to_nested(padded, like)
+    offsets = like.offsets()
+    keep = torch.arange(padded.shape[1]).unsqueeze(0) < offsets.diff().unsqueeze(1)
+    return torch.nested.nested_tensor_from_jagged(padded[keep], offsets)
+
+
+def _row_sums(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [B] per-row sums of a [B, L] field (times ``weights``), padded or nested; a nested field is
+    summed over its jagged values, without building the padded [B, L] copy."""
+    if values.is_nested and (weights is None or weights.is_nested):
+        flat = values.values().float()
+        if weights is not None:
+            flat = flat * weights.values().float()
+        return torch.segment_reduce(flat, "sum", lengths=values.offsets().diff(), initial=0.0)
+    dense = _padded(values).float()
+    return (dense * _padded(weights).float()).sum(-1) if weights is not None else dense.sum(-1)
+
+
+def pool_masks_for(responses: torch.Tensor | None, response_mask: torch.Tensor, tokenizer,
+                   extra_fields: list | None = None) -> torch.Tensor:
+    """The 0/1 [B, L] response positions pooled into each think embedding (think span, else response)."""
+    spans = batch_spans(responses, response_mask, tokenizer, extra_fields)
+    return response_pool_mask(spans.think_mask, spans.has_think, _padded(response_mask)).to(torch.int64)
 
 
 def fetch_data_sources(keys: list, partition_id: str) -> list:
@@ -122,6 +186,7 @@ def compute_care_advantage_fields(
     keys: list | None = None,
     data_source: list | None = None,
     records: Callable[..., None] | None = None,
+    fetch_responses=None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
@@ -129,8 +194,10 @@ def compute_care_advantage_fields(
     Padding rows (``is_padding``) are left out of every group and get zero advantages.
     ``data_source`` (one per row, ``None`` for a row without one) overrides the batch's column;
     rows without a source are counted (``care/rows_without_data_source``) and reported as
-    ``unknown`` in the per-source metrics. ``records`` (``care.records``), when given, is called
-    with the step's per-row tensors to build and write the per-group / per-repair records.
+    ``unknown`` in the per-source metrics. Spans come from the rows' span records; only when a row has
+    none are the responses decoded (``data["responses"]``, else ``fetch_responses()``). ``records``
+    (``care.records``), when given, is called with the step's per-row tensors to build and write the
+    per-group / per-repair records.
     """
     if THINK_EMB not in data.keys():
         raise KeyError(
@@ -149,6 +216,9 @@ def compute_care_advantage_fields(
     batch = response_mask.shape[0]
     real = torch.from_numpy(~np.asarray(is_padding, dtype=bool))
     rows = real.nonzero().squeeze(-1)
+    row_list = rows.tolist()
+    # Without balance padding (the usual case) every row is real: no [B, L] copies for the selection.
+    sel = slice(None) if len(row_list) == batch else rows
 
     uid = np.asarray(_column(data, "uid"), dtype=object)
     extra_fields = _column(data, "extra_fields")
@@ -157,26 +227,36 @@ def compute_care_advantage_fields(
     if len(data_source) != batch:
         raise ValueError(f"{len(data_source)} data sources for {batch} rows")
     sources = [UNKNOWN_SOURCE if s is None else s for s in data_source]
-    row_keys = [keys[i] for i in rows.tolist()] if keys else None
-    acc, fmt, reflected = read_reward_info([extra_fields[i] for i in rows.tolist()], row_keys)
+    row_keys = [keys[i] for i in row_list] if keys else None
+    real_extra = [extra_fields[i] for i in row_list]
+    acc, fmt, reflected = read_reward_info(real_extra, row_keys)
 
-    responses = _padded(data["responses"])
-    rewards = _padded(data["rm_scores"]).float().sum(-1)
-    old_log_probs = _padded(data["old_log_probs"]).float()
-    mask = response_mask.float()
+    rewards = _row_sums(data["rm_scores"])
+    logp_sum = _row_sums(data["old_log_probs"], response_mask_nested)
+    response_len = _row_sums(response_mask_nested).long()
     think_emb = data[THINK_EMB]
     think_emb = torch.stack(list(think_emb.unbind())) if think_emb.is_nested else think_emb
 
-    spans = compute_response_spans(tokenizer, responses[rows], response_mask[rows], empty_span=config.empty_span)
+    real_mask = response_mask[sel]
+    # responses are only decoded here when some row has no span record (see batch_spans)
+    responses = None
+    if records_of(real_extra) is None:
+        if "responses" in data.keys():
+            responses = data["responses"]
+        elif fetch_responses is not None:
+            responses = fetch_responses()
+        else:
+            raise KeyError(f"rows without span records (`{SPANS_KEY}`) need `responses` to decode their spans")
+    spans = batch_spans(responses, real_mask, tokenizer, real_extra, rows=sel, empty_span=config.empty_span)
     seq_adv, info = compute_care_sequence_advantages(
-        rewards=rewards[rows],
+        rewards=rewards[sel],
         acc=acc,
         index=uid[rows.numpy()],
         think_len=spans.think_len,
         answer_len=spans.answer_len,
-        think_emb=think_emb[rows].float(),
-        logp_sum=(old_log_probs[rows] * mask[rows]).sum(-1),
-        response_len=mask[rows].sum(-1).long(),
+        think_emb=think_emb[sel].float(),
+        logp_sum=logp_sum[sel],
+        response_len=response_len[sel],
         reflected=reflected,
         config=config,
     )
@@ -185,31 +265,32 @@ def compute_care_advantage_fields(
         acc=acc,
         think_mask=spans.think_mask,
         answer_mask=spans.answer_mask,
-        response_mask=response_mask[rows],
+        response_mask=real_mask,
         config=config,
     )
-    advantages = torch.zeros(batch, width, dtype=torch.float32)
-    advantages[rows] = token_adv.float()
+    if isinstance(sel, slice):
+        advantages = token_adv.float()
+    else:
+        advantages = torch.zeros(batch, width, dtype=torch.float32)
+        advantages[rows] = token_adv.float()
 
     metrics = care_advantage_metrics(seq_adv, token_adv, acc, info, k=config.k)
-    metrics.update(data_source_metrics([sources[i] for i in rows.tolist()], acc, fmt))
+    metrics.update(data_source_metrics([sources[i] for i in row_list], acc, fmt))
     metrics["care/padding_rows"] = float((~real).sum())
-    metrics["care/rows_without_data_source"] = float(sum(data_source[i] is None for i in rows.tolist()))
+    metrics["care/rows_without_data_source"] = float(sum(data_source[i] is None for i in row_list))
     metrics["care/reflected_rows"] = float(reflected.sum())
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
-    rgr_rows = [(extra_fields[i] or {}).get("rgr") for i in rows.tolist()]
+    rgr_rows = [(e or {}).get("rgr") for e in real_extra]
     metrics.update(rgr_step_metrics(rgr_rows))
     if records is not None:
         records(uid=uid[rows.numpy()], seq_adv=seq_adv, acc=acc, reflected=reflected, info=info,
                 think_len=spans.think_len, answer_len=spans.answer_len, rgr=rgr_rows)
-    fields = TensorDict(
-        {
-            "advantages": response_to_nested(advantages, response_mask_nested),
-            "returns": response_to_nested(advantages.clone(), response_mask_nested),
-        },
-        batch_size=batch,
-    )
+    # verl's GRPO path writes returns = advantages too (two tensors, as here).
+    nested = _nested_like(advantages, response_mask_nested)
+    returns = (torch.nested.nested_tensor_from_jagged(nested.values().clone(), nested.offsets()) if nested.is_nested
+               else nested.clone())
+    fields = TensorDict({"advantages": nested, "returns": returns}, batch_size=batch)
     return fields, metrics
 
 
@@ -263,12 +344,15 @@ class CarePPOTrainer(PPOTrainerSync):
                 self.role_worker_mapping[role] = care_worker
 
     def _compute_old_log_prob(self, batch, metrics):
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["responses", "response_mask"])
-        pool = pool_masks_for(data["responses"], data["response_mask"], self.tokenizer)
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                               select_fields=["response_mask", "extra_fields"])
+        fetch = lambda: tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,  # noqa: E731
+                                        select_fields=["responses"])["responses"]
+        pool = pool_mask_field(data, self.tokenizer, fetch)
         tq.kv_batch_put(
             keys=batch.keys,
             partition_id=batch.partition_id,
-            fields=TensorDict({POOL_MASK: response_to_nested(pool, data["response_mask"])}, batch_size=len(batch)),
+            fields=TensorDict({POOL_MASK: pool}, batch_size=len(batch)),
         )
         # The flag must not leak into the ref/update calls that reuse this KVBatchMeta.
         batch.extra_info[EMB_FLAG] = True
@@ -293,6 +377,8 @@ class CarePPOTrainer(PPOTrainerSync):
         fields, care_metrics = compute_care_advantage_fields(
             data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources,
             records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
+            fetch_responses=lambda: tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                                    select_fields=["responses"])["responses"],
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)

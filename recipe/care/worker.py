@@ -86,7 +86,8 @@ class ThinkEmbeddingTap:
             )
         self.engine = engine
         self.armed = False
-        self.hidden: torch.Tensor | None = None
+        self.micro_batch = None
+        self.pooled: torch.Tensor | None = None
         self.forward_calls = 0
         self._handle = find_final_norm(engine.module).register_forward_hook(self._on_norm_output)
         self._prepare_inputs = engine.prepare_model_inputs
@@ -97,13 +98,19 @@ class ThinkEmbeddingTap:
         engine.prepare_model_outputs = self.prepare_model_outputs
 
     def _on_norm_output(self, module, args, output):
+        # Pool right here, before the LM head runs: the tap then holds no reference to the
+        # micro-batch's hidden states while logits and log-probs are computed; its only extra
+        # memory is the fp32 copy of one sample's response states inside pool_think_embeddings
+        # and the [B, H] result (benchmarks/bench_think_embedding.py measures time and memory).
         self.forward_calls += 1
         if self.armed:
-            self.hidden = output[0] if isinstance(output, tuple) else output
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.pooled = self.pool(hidden.detach(), self.micro_batch)
 
     def prepare_model_inputs(self, micro_batch):
         self.armed = bool(tu.get_non_tensor_data(data=micro_batch, key=EMB_FLAG, default=False))
-        self.hidden = None
+        self.pooled = None
+        self.micro_batch = micro_batch if self.armed else None
         if self.armed:
             refuse_sequence_parallel(self.engine)
             if POOL_MASK not in micro_batch.keys():
@@ -115,10 +122,10 @@ class ThinkEmbeddingTap:
             output=output, output_args=output_args, micro_batch=micro_batch, logits_processor_func=logits_processor_func
         )
         if self.armed:
-            hidden, self.hidden, self.armed = self.hidden, None, False
-            if hidden is None:
+            pooled, self.pooled, self.armed, self.micro_batch = self.pooled, None, False, None
+            if pooled is None:
                 raise RuntimeError("the final-norm hook captured nothing during the old-log-prob forward pass")
-            model_output[THINK_EMB] = self.pool(hidden.detach(), micro_batch)
+            model_output[THINK_EMB] = pooled
         return model_output
 
     @staticmethod

@@ -208,6 +208,8 @@ def test_mixed_group_gets_one_repair_written_in_place_before_finished(worker_par
     originals = sorted(tokenizer.decode(f["responses"].tolist()) for key, f in rows.items() if key != reflected[0])
     assert originals == sorted([RIGHT, RIGHT, WRONG_FAR])
     assert all(f["extra_fields"]["reflected"] is False for key, f in rows.items() if key != reflected[0])
+    _assert_span_records(tokenizer, rows)  # computed on the final (repaired) rollouts
+    assert row["extra_fields"]["care_spans"][6] == 1  # the repaired row has a think span
 
     metrics = rgr_step_metrics([f["extra_fields"].get("rgr") for f in rows.values()])
     assert metrics["rgr/groups"] == 1 and metrics["rgr/eligible"] == 1 and metrics["rgr/triggered"] == 1
@@ -268,3 +270,13 @@ def test_validation_and_disabled_rgr_are_plain_verl(worker_parts, tokenizer, mon
     partition_rows = tq.rows("uid-0")
     assert server.repairs == [] and len(partition_rows) == 4
     assert not any("rgr" in f["extra_fields"] or "reflected" in f["extra_fields"] for f in partition_rows.values())
+    # training rows carry their span record with RGR on or off (the trainer's driver decodes nothing)
+    assert all(("care_spans" in f["extra_fields"]) == (not validate) for f in partition_rows.values())
+
+
+def _assert_span_records(tokenizer, rows):
+    from recipe.care.span_record import SPANS_KEY, span_records
+
+    for f in rows.values():
+        want = span_records(tokenizer, f["responses"].unsqueeze(0), f["response_mask"].unsqueeze(0))[0]
+        assert f["extra_fields"][SPANS_KEY] == want

@@ -42,7 +42,8 @@ def test_success_replaces_the_failure_in_place(tokenizer, reflect):
     assert out.rollout_tokens == sum(len(m.response_ids) for m in members)
     record = out.record("uid-1")
     assert record == {"group": "uid-1", "eligible": 1, "triggered": 1, "replaced": 1, "success": 1, "reason": "",
-                      "extra_tokens": out.extra_tokens, "rollout_tokens": out.rollout_tokens, "source": 1}
+                      "extra_tokens": out.extra_tokens, "rollout_tokens": out.rollout_tokens, "source": 1,
+                      "wall_s": 0.0}  # set by the agent-loop adapter, which times the whole RGR step
 
 
 def test_failed_repair_is_still_kept_and_flagged(tokenizer, reflect):
@@ -109,6 +110,23 @@ def test_no_budget_means_no_decode(tokenizer, reflect, rgr_env):
     result = reflect(members, gen, AnswerScore(tokenizer), response_length=prefix + len(tokens.cue_ids) + 7,
                      min_budget=8)
     assert gen.requests == [] and result.outcome.reason == "no_budget"
+
+
+def test_max_new_tokens_caps_the_repair_decode(tokenizer, reflect, rgr_env):
+    members = [member(tokenizer, RIGHT, 1), member(tokenizer, WRONG, 0)]
+    _, tokens = rgr_env()
+    uncapped = ScriptedGenerate(tokenizer, FIX)
+    reflect(members, uncapped, AnswerScore(tokenizer), response_length=400)
+    room = uncapped.requests[0].max_tokens
+    assert room > 5
+    capped = ScriptedGenerate(tokenizer, FIX, overshoot=3)  # an engine ignoring max_tokens is still cut
+    result = reflect(members, capped, AnswerScore(tokenizer), response_length=400, max_new_tokens=5)
+    assert capped.requests[0].max_tokens == 5
+    assert result.outcome.repaired.continuation_len == 5
+    # a cap above the room left changes nothing
+    loose = ScriptedGenerate(tokenizer, FIX)
+    reflect(members, loose, AnswerScore(tokenizer), response_length=400, max_new_tokens=room + 100)
+    assert loose.requests[0].max_tokens == room
 
 
 @pytest.mark.parametrize("accs", [[1, 1, 1], [0, 0, 0], [1], [0]])

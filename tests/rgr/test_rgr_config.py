@@ -52,6 +52,7 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
         ({"ngram": 0}, "care.rgr.ngram"),
         ({"min_budget": 0}, "care.rgr.min_budget"),
         ({"timeout_s": -1}, "care.rgr.timeout_s"),
+        ({"max_new_tokens": 0}, "care.rgr.max_new_tokens"),
         ({"sampling": {"max_tokens": 10}}, "max_tokens"),
         ({"selecter": "lexical"}, "care.rgr.selecter"),
     ],

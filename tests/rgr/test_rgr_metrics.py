@@ -37,3 +37,13 @@ def test_no_records_no_metrics_and_no_division_by_zero():
     m = rgr_step_metrics(_rows("x", RGROutcome(), 4))
     assert m["rgr/groups"] == 1 and m["rgr/triggered"] == 0 and "rgr/success_rate" not in m
     assert m["rgr/extra_token_share"] == 0.0
+
+
+def test_rgr_wall_time_is_the_longest_triggered_group_and_the_mean():
+    slow = RGROutcome(eligible=True, triggered=True, wall_s=3.0)
+    fast = RGROutcome(eligible=True, triggered=True, wall_s=1.0)
+    untouched = RGROutcome(wall_s=0.5)  # all-correct group: nothing triggered, not counted
+    m = rgr_step_metrics(_rows("a", slow, 8) + _rows("b", fast, 8) + _rows("c", untouched, 8))
+    assert m["timing_s/rgr"] == 3.0 and m["rgr/wall_s_mean"] == pytest.approx(2.0)
+    m = rgr_step_metrics(_rows("c", untouched, 8))
+    assert m["timing_s/rgr"] == 0.0 and "rgr/wall_s_mean" not in m

@@ -171,3 +171,36 @@ def test_old_log_prob_step_asks_for_embeddings_and_drops_the_flag(monkeypatch, t
     assert mask.shape == rows["m_0_0"]["responses"].shape
     assert 0 < int(mask.sum()) < mask.numel()  # think span only, tags excluded
     assert int(rows["pad0123_0_0"]["care_pool_mask"].sum()) == 0
+
+
+def test_span_records_from_the_rollout_spare_the_driver_any_decoding(monkeypatch, tokenizer, batch):
+    """With each row's span record (written by the CARE agent-loop worker), neither driver step decodes
+    a response, and advantages and pool masks equal those computed by decoding on the driver."""
+    import copy
+
+    from recipe.care.span_record import SPANS_KEY, span_records
+
+    rows, meta = batch
+    decoded = copy.deepcopy(rows)
+    monkeypatch.setattr(care_trainer.PPOTrainerSync, "_compute_old_log_prob", lambda self, batch, metrics: batch)
+    monkeypatch.setattr(care_trainer, "tq", FakeTQ(decoded))
+    make_trainer(tokenizer)._compute_old_log_prob(meta, {})
+    make_trainer(tokenizer)._compute_advantage(meta, {})
+
+    for key, fields in rows.items():
+        if not key.startswith("pad"):
+            ids, mask = fields["responses"].unsqueeze(0), fields["response_mask"].unsqueeze(0)
+            fields["extra_fields"][SPANS_KEY] = span_records(tokenizer, ids, mask)[0]
+    rows["pad0123_0_0"]["extra_fields"] = rows["m_2_0"]["extra_fields"]  # verl copies a real row's
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the driver decoded responses although every row has a span record")
+
+    monkeypatch.setattr(care_trainer, "compute_response_spans", no_decoding)
+    monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
+    make_trainer(tokenizer)._compute_old_log_prob(meta, {})
+    make_trainer(tokenizer)._compute_advantage(meta, {})
+    for key in rows:
+        torch.testing.assert_close(rows[key]["advantages"], decoded[key]["advantages"])
+        assert torch.equal(rows[key]["care_pool_mask"], decoded[key]["care_pool_mask"])
+    assert any(float(rows[k]["advantages"].abs().sum()) > 0 for k in rows)
