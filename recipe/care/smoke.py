@@ -475,6 +475,32 @@ def run_logged(cmd: list[str], env: dict, label: str, log_path: Path, timeout: f
                          f"{_tail(log_path)}")
 
 
+# Warnings every CPU run prints and no user can act on: verl's optional engines that are not
+# installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
+# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation.
+HARMLESS = re.compile("|".join([
+    r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
+    r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
+    r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
+    r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
+    r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
+]))
+# Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
+NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
+_VERL_STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def console_line(line: str, verbose: bool) -> bool:
+    """Whether a line of the training run's output is echoed to the console (it always goes to the log)."""
+    plain = _ANSI.sub("", line)
+    if HARMLESS.search(plain) or _VERL_STEP_LINE.search(plain):  # verl's 50-metric step line: log only
+        return False
+    return verbose or bool(NOTABLE.search(plain))
+
+
+
+
 def _route_output(stream, log_file, metrics: Path | None, verbose: bool) -> None:
     for line in stream:
         log_file.write(line)
