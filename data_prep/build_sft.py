@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                     help="an evaluation set (ChartQA- or Geometry3K-shaped, or any table with `question` and "
                          "`images` columns); rows whose question and image(s) match one of its rows are "
                          "dropped. Repeatable")
+    ex.add_argument("--exclude-bench", action="append", default=[], metavar="DIR",
+                    help="a data_prep/build_bench.py output folder (the six evaluation benchmarks): rows whose "
+                         "question and image(s) match a benchmark row are dropped (test_overlap). Repeatable")
     ex.add_argument("--exclude-splits", type=csv, default=_DEFAULTS.exclude_splits, metavar="SPLITS",
                     help="splits of the --exclude inputs to index")
     flt = p.add_argument_group("filters")

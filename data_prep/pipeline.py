@@ -121,13 +121,7 @@ def open_inputs(opts: BuildOptions) -> Inputs:
     for spec in opts.exclude:
         for table in open_tabular(spec, opts.exclude_splits, f"--exclude {spec}"):
             excludes.append((exclude_kind(table), table))
-    for spec in opts.exclude_bench:
-        files = sorted(glob.glob(os.path.join(os.path.expanduser(spec), "*.parquet")))
-        if not files:
-            raise SourceError(f"--exclude-bench {spec}: no benchmark parquet files (run data_prep/build_bench.py)")
-        for path in files:
-            excludes.append((BENCH_PARQUET, ParquetSplit([path], f"--exclude-bench {path}",
-                                                     os.path.basename(path)[:-len(".parquet")])))
+    excludes += bench_excludes(opts.exclude_bench)
     for kind, table in excludes:
         check_columns([table], EXCLUDE_COLUMNS[kind], table.label)
     return Inputs(training, excludes, store)
@@ -210,6 +204,19 @@ class WorkerPool:
 def _bar(table: SplitTable, desc: str, limit: int, enabled: bool) -> tqdm:
     total = min(table.num_rows, limit) if limit else table.num_rows
     return tqdm(total=total, desc=desc, unit="row", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def bench_excludes(bench_dirs: list[str]) -> list[tuple[str, ParquetSplit]]:
+    """``--exclude-bench DIR``: every data_prep/build_bench.py parquet in each folder, as exclusion tables."""
+    excludes = []
+    for spec in bench_dirs:
+        files = sorted(glob.glob(os.path.join(os.path.expanduser(spec), "*.parquet")))
+        if not files:
+            raise SourceError(f"--exclude-bench {spec}: no benchmark parquet files (run data_prep/build_bench.py)")
+        for path in files:
+            excludes.append((BENCH_PARQUET, ParquetSplit([path], f"--exclude-bench {path}",
+                                                     os.path.basename(path)[:-len(".parquet")])))
+    return excludes
 
 
 def index_excludes(inputs: Inputs, pool: WorkerPool, cfg: WorkerConfig, report: Report,

@@ -13,7 +13,7 @@ from functools import partial
 
 from data_prep.cold_start import cold_start_record, process_sft_batch
 from data_prep.dedup import DedupIndex
-from data_prep.pipeline import (Inputs, WorkerPool, _admit, _bar, _counted, check_counts, check_names, finish,
+from data_prep.pipeline import (Inputs, WorkerPool, _admit, _bar, _counted, bench_excludes, check_counts, check_names, finish,
                                 index_excludes, prepare_out_dir, record_batches, usable_cpus)
 from data_prep.process import WorkerConfig
 from data_prep.records import EXCLUDE_COLUMNS
@@ -32,6 +32,7 @@ class SftOptions:
     subsets: list[str] = field(default_factory=lambda: list(SFT_SUBSETS))
     image_root: str | None = None
     exclude: list[str] = field(default_factory=list)
+    exclude_bench: list[str] = field(default_factory=list)  # data_prep/build_bench.py output folders
     exclude_splits: list[str] = field(default_factory=lambda: ["test"])
     keep_text_only: bool = True
     max_pixels: int = 1003520  # the RL mix's budget (build_mix.py), so SFT and RL see the same resolution
@@ -61,6 +62,7 @@ def build_sft(opts: SftOptions) -> Report:
     for spec in opts.exclude:
         for table in open_tabular(spec, opts.exclude_splits, f"--exclude {spec}"):
             excludes.append((exclude_kind(table), table))
+    excludes += bench_excludes(opts.exclude_bench)
     for kind, table in excludes:
         check_columns([table], EXCLUDE_COLUMNS[kind], table.label)
     prepare_out_dir(opts.out, opts.overwrite)

@@ -32,6 +32,7 @@ PLANTED = {
         "l8": None,  # big image: kept, downscaled
         "l9": "missing_field",  # two user turns in a row
         "l10": None,  # "**Final Answer:** ..." label variant
+        "l11": "test_overlap",  # same picture and question as a row of a build_bench.py parquet (--exclude-bench)
     },
     "mulberry": {
         "row0": None,  # several images
@@ -44,6 +45,7 @@ PLANTED = {
 KEPT_ANSWERS = {"l0": "4", "l1": "B", "l2": "12", "l8": "7", "l10": "3", "row0": "9", "row1": "\\frac{1}{2}",
                 "row3": "5"}
 BENCHMARK_QUESTION = "How many bars does the chart have?"
+BENCH_PARQUET_QUESTION = "What is the height of the first bar?"
 
 
 def _save(root: str, rel: str, data: bytes) -> str:
@@ -83,6 +85,8 @@ def build(root: str) -> dict:
                            {"from": "gpt", "value": R1.format(why="x", answer="1")}]},
         {"id": "l10", "image": img("l10", draw_chart(210)),
          "conversations": turn("<image>\nHow many red bars?", "<think>three</think>\n**Final Answer:** 3")},
+        {"id": "l11", "image": img("l11", draw_chart(211)),
+         "conversations": turn("<image>\n" + BENCH_PARQUET_QUESTION, R1.format(why="x", answer="4"))},
     ]
     geo = lambda name, seed: _save(ds, f"mulberry_images/geoqa/{name}.png", encode(draw_triangle(seed)))  # noqa: E731
     mturn = lambda q, a: [{"from": "user", "value": q}, {"from": "assistant", "value": a}]  # noqa: E731
@@ -111,9 +115,21 @@ def build(root: str) -> dict:
                                  [{"bytes": encode(draw_chart(301))}]]})
     bench = os.path.join(bench_dir, "test.parquet")
     pq.write_table(table, bench)
-    return {"dataset": ds, "benchmark": bench}
+
+    # A data_prep/build_bench.py output folder: the question as prompted lives in extra_info (only the
+    # columns the overlap index reads are written here; the real files also hold prompt, reward_model...).
+    bench_parquets = os.path.join(root, "care_bench")
+    os.makedirs(bench_parquets)
+    extra = pa.struct([("question", pa.string()), ("source", pa.string()), ("id", pa.string())])
+    rows = pa.table({"images": [[{"bytes": encode(draw_chart(211), "JPEG", 60)}], [{"bytes": encode(draw_chart(302))}]],
+                     "extra_info": pa.array([{"question": BENCH_PARQUET_QUESTION, "source": "mathvista", "id": "1"},
+                                             {"question": "Other question?", "source": "mathvista", "id": "2"}],
+                                            type=extra)})
+    pq.write_table(rows, os.path.join(bench_parquets, "mathvista.parquet"))
+    return {"dataset": ds, "benchmark": bench, "bench_dir": bench_parquets}
 
 
 def build_args(paths: dict, out: str, *extra: str) -> list[str]:
-    return ["--vision-r1-cold", paths["dataset"], "--exclude", paths["benchmark"], "--out", out,
+    return ["--vision-r1-cold", paths["dataset"], "--exclude", paths["benchmark"], "--exclude-bench", paths["bench_dir"],
+            "--out", out,
             "--max-pixels", str(TEST_MAX_PIXELS), "--no-progress", *extra]
