@@ -24,10 +24,11 @@ if not __package__:  # run as a script: import the package from the repo root, n
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.path.insert(0, _repo)
 
+from data_prep.cli import run_build  # noqa: E402
 from data_prep.bench import DEFAULT_SOURCES, OPTIONAL_COLUMNS, RECORD_BUILDERS, REQUIRED_COLUMNS  # noqa: E402
 from data_prep.pipeline import WorkerPool, _bar, _counted, verify_files, record_batches, usable_cpus  # noqa: E402
 from data_prep.process import WorkerConfig, process_batch  # noqa: E402
-from data_prep.report import ReconciliationError, Report  # noqa: E402
+from data_prep.report import Report  # noqa: E402
 from data_prep.schema import BENCH_SCHEMA, BENCHMARKS, MATHVISION  # noqa: E402
 from data_prep.sources import SourceError, check_columns, open_tabular  # noqa: E402
 from data_prep.writer import ShardWriter  # noqa: E402
@@ -155,17 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         max_pixels=args.max_pixels, max_prompt_tokens=args.max_prompt_tokens, tokenizer=args.tokenizer,
         workers=args.workers, batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
         progress=args.progress)
-    try:
-        report = build_bench(opts)
-    except SourceError as exc:
-        print(f"build_bench: error: {exc}", file=sys.stderr)
-        return 2
-    except ReconciliationError as exc:
-        print(f"build_bench: INTERNAL ERROR, output not trustworthy: {exc}", file=sys.stderr)
-        return 3
-    print(report.table())
-    print(f"\nwrote {sum(report.outputs['rows'].values())} rows to {args.out} (details: report.json, dropped.jsonl)")
-    return 0
+    return run_build("build_bench", build_bench, opts, args.out, summary=lambda report, out: (
+        f"wrote {sum(report.outputs['rows'].values())} rows to {out} (details: report.json, dropped.jsonl)"))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,16 @@ def add_output_and_execution_args(p: argparse.ArgumentParser, defaults) -> None:
     run.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
 
 
-def run_build(prog: str, build, options, out_dir: str) -> int:
-    """Run a build; exit code 2 on bad input, 3 when the report does not reconcile; print the summary."""
+def _split_summary(report, out_dir: str) -> str:
+    outputs = report.outputs
+    return (f"wrote {outputs['train_rows']} training rows in {len(outputs['train_files'])} shard(s) and "
+            f"{outputs['val_rows']} validation rows to {out_dir} (details: report.json, dropped.jsonl)")
+
+
+def run_build(prog: str, build, options, out_dir: str, summary=_split_summary) -> int:
+    """Run a build; exit code 2 on bad input, 3 when the report does not reconcile; print the summary.
+
+    ``summary(report, out_dir)``: the closing line (default: train/val rows of a training build)."""
     try:
         report = build(options)
     except SourceError as exc:
@@ -52,7 +60,5 @@ def run_build(prog: str, build, options, out_dir: str) -> int:
         print(f"{prog}: INTERNAL ERROR, output not trustworthy: {exc}", file=sys.stderr)
         return 3
     print(report.table())
-    outputs = report.outputs
-    print(f"\nwrote {outputs['train_rows']} training rows in {len(outputs['train_files'])} shard(s) and "
-          f"{outputs['val_rows']} validation rows to {out_dir} (details: report.json, dropped.jsonl)")
+    print("\n" + summary(report, out_dir))
     return 0
