@@ -477,13 +477,16 @@ def run_logged(cmd: list[str], env: dict, label: str, log_path: Path, timeout: f
 
 # Warnings every CPU run prints and no user can act on: verl's optional engines that are not
 # installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
-# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation.
+# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation, transformers'
+# deprecation notes triggered inside verl's SFT trainer.
 HARMLESS = re.compile("|".join([
     r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
     r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
     r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
     r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
     r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
+    # verl 0.9.1's SFT dataset and model loading use transformers 5.9's deprecated spellings
+    r"Kwargs passed to `processor\.__call__` have to be in `processor_kwargs`", r"`torch_dtype` is deprecated!",
 ]))
 # Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
 NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")

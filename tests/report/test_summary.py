@@ -34,6 +34,10 @@ def test_known_harmless_warnings_and_verl_step_lines_stay_off_the_console():
         "2026-12-01 17:06:29,700 - WARNING - transfer_queue.utils.common - target_num_threads 8 should not exceed "
         "total physical CPU cores 2. Setting to 2.",
         "(CareTaskRunner pid=1) step:1 - global_seqlen/min:2990.0 - actor/pg_loss:0.1",
+        # verl 0.9.1's SFT dataset calls the Qwen-VL processor in transformers 5.9's deprecated way
+        "WARNING:2026-12-01 18:32:50,293:Kwargs passed to `processor.__call__` have to be in `processor_kwargs` "
+        "dict, not in `**kwargs`",
+        "WARNING:2026-12-01 18:32:53,771:`torch_dtype` is deprecated! Use `dtype` instead!",
     ]
     for line in harmless:
         assert not console_line(line, verbose=False) and not console_line(line, verbose=True), line
