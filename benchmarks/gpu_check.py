@@ -287,8 +287,54 @@ def check_pooling_cost(report: Report, s: Sizes, device) -> None:
                  f"B={s.pool_b} L={s.pool_l} H={s.pool_h} bf16: {ms:.2f} ms per call; {mem}")
 
 
-def check_care_advantage(report: Report, s: Sizes, device) -> None:
-    from benchmarks.bench_advantage import care_step, make_batch
+# A synthetic CARE batch (binary-ish rewards, spans, embeddings) and the advantage step on it: tensors
+# only, so the check runs on the GPU node's bare torch (benchmarks/bench_advantage.py times the trainer's
+# whole driver step on real token ids instead).
+def synthetic_batch(prompts: int, n: int, length: int, hidden: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    batch = prompts * n
+    p_correct = torch.rand(prompts, generator=gen).repeat_interleave(n)  # all-correct, mixed and all-wrong groups
+    acc = (torch.rand(batch, generator=gen) < p_correct).long()
+    fmt = (torch.rand(batch, generator=gen) < 0.9).float()
+    resp_len = torch.randint(length // 8, length + 1, (batch,), generator=gen)
+    positions = torch.arange(length)
+    response_mask = (positions < resp_len.unsqueeze(1)).float()
+    think_end = (resp_len.float() * 0.8).long()
+    think_mask = (positions >= 3) & (positions < think_end.unsqueeze(1))
+    answer_mask = (positions >= think_end.unsqueeze(1) + 4) & (positions < resp_len.unsqueeze(1) - 4)
+    token_level_rewards = torch.zeros(batch, length)
+    token_level_rewards[torch.arange(batch), resp_len - 1] = 0.9 * acc.float() + 0.1 * fmt
+    index = np.array([f"uid-{i // n}" for i in range(batch)], dtype=object)
+    rng = np.random.default_rng(seed)
+    index = index[rng.permutation(batch)]  # verl's balance step reorders rows: groups are not contiguous
+    return dict(
+        token_level_rewards=token_level_rewards,
+        response_mask=response_mask,
+        index=index,
+        acc=acc,
+        think_mask=think_mask,
+        answer_mask=answer_mask,
+        think_len=think_mask.sum(1),
+        answer_len=answer_mask.sum(1),
+        response_len=resp_len,
+        think_emb=torch.randn(batch, hidden, generator=gen),
+        logp_sum=-torch.rand(batch, generator=gen) * resp_len,
+    )
+
+
+def care_step(b: dict, cfg) -> torch.Tensor:
+    from recipe.care.core_algos import compute_care_sequence_advantages, compute_region_weighted_token_advantages
+
+    rewards = b["token_level_rewards"].sum(-1)
+    seq_adv, _ = compute_care_sequence_advantages(
+        rewards=rewards, acc=b["acc"], index=b["index"], think_len=b["think_len"], answer_len=b["answer_len"],
+        think_emb=b["think_emb"], logp_sum=b["logp_sum"], response_len=b["response_len"], reflected=None,
+        config=cfg)
+    return compute_region_weighted_token_advantages(seq_adv, b["acc"], b["think_mask"], b["answer_mask"],
+                                                    b["response_mask"], cfg)
+
+
+
     from recipe.care.core_algos import CareConfig
 
     try:
@@ -297,7 +343,7 @@ def check_care_advantage(report: Report, s: Sizes, device) -> None:
         report.line("SKIP", "care_advantage_vs_grpo", f"verl's GRPO estimator does not import here ({type(exc).__name__})")
         return
     cfg = CareConfig()
-    b_cpu = make_batch(s.prompts, 8, s.adv_length, s.pool_h)
+    b_cpu = synthetic_batch(s.prompts, 8, s.adv_length, s.pool_h)
     b_dev = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b_cpu.items()}
     ref = care_step(b_cpu, cfg)
 

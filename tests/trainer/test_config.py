@@ -147,9 +147,9 @@ def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
         assert name in proc.stdout, name
     assert "do_sample: false" in proc.stdout
     # a real run (not --dry-run) refuses a BENCH_DIR without the six files, before starting anything
-    (tmp_path / "mix").mkdir()
-    (tmp_path / "mix" / "train-00000.parquet").write_bytes(b"")
+    empty = tmp_path / "no_benchmarks"
+    empty.mkdir()
     proc = subprocess.run(["bash", str(REPO / "run_care.sh")], cwd=REPO,
-                          env={**env, "DATA_DIR": str(tmp_path / "mix"), "BENCH_DIR": str(tmp_path)},
+                          env={**env, "BENCH_DIR": str(empty)},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "mathvista.parquet" in proc.stderr
