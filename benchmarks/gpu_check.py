@@ -334,7 +334,7 @@ def care_step(b: dict, cfg) -> torch.Tensor:
                                                     b["response_mask"], cfg)
 
 
-
+def check_care_advantage(report: Report, s: Sizes, device) -> None:
     from recipe.care.core_algos import CareConfig
 
     try:
