@@ -146,13 +146,29 @@ def venv_python(explicit: str | None) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def model_args(backend: str, model: str, extra: str, max_pixels: int) -> str:
+def hf_device(requested: str) -> str:
+    """``--device auto``: cuda when this interpreter sees a GPU, else cpu."""
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cuda"
+
+
+def model_args(backend: str, model: str, extra: str, max_pixels: int, device: str = "cuda") -> str:
     if backend == "vllm":
         base = f"model={model}"
     elif backend == "dummy":
         base = ""
     else:
-        base = f"pretrained={model},max_pixels={max_pixels}"
+        # lmms-eval 0.7.3's Hugging Face backends default to device=cuda, device_map=auto, and move
+        # inputs to "cuda" whenever device_map is "auto": on a CPU machine both must name cpu.
+        given = {a.split("=", 1)[0] for a in extra.split(",") if a}
+        placement = [f"{k}={device}" for k in ("device", "device_map") if k not in given]
+        base = ",".join([f"pretrained={model}", f"max_pixels={max_pixels}", *placement])
     return ",".join(a for a in (base, extra) if a)
 
 
@@ -163,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>/eval)")
     p.add_argument("--backend", choices=BACKENDS, default="vllm",
                    help="lmms-eval model backend: vllm on GPU; qwen2_5_vl / qwen3_vl (Hugging Face) anywhere")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="Hugging Face backends: where the model runs (auto: cuda when a GPU is visible)")
     p.add_argument("--model-args", default="", help="extra lmms-eval --model_args, e.g. tensor_parallel_size=8")
     p.add_argument("--benchmarks", default=",".join(BENCHMARKS))
     p.add_argument("--mathvision-split", choices=("test", "testmini"), default="test",
@@ -203,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           if args.mathvision_split == "testmini" else {})})
         log_dir = os.path.join(out, "lmms_eval")
         cmd = [python, "-m", "lmms_eval", "--model", args.backend,
-               "--model_args", model_args(args.backend, model, args.model_args, args.max_pixels),
+               "--model_args", model_args(args.backend, model, args.model_args, args.max_pixels, hf_device(args.device)),
                "--tasks", ",".join(tasks.values()), "--include_path", os.path.join(out, "lmms_tasks"),
                "--batch_size", "1", "--log_samples", "--output_path", log_dir]
         if args.limit:

@@ -135,3 +135,19 @@ def test_mathvision_testmini_uses_the_testmini_task(tmp_path):
     write_tasks(str(tmp_path / "out"), tasks_root, ["mathvision"], prompt="care", max_new_tokens=8, data_dir=None,
                 instruction=CARE_INSTRUCTION, stock_tasks={**LMMS_TASKS, "mathvision": MATHVISION_TESTMINI_TASK})
     assert "mathvision_testmini.yaml" in (tmp_path / "out" / "care_mathvision.yaml").read_text()
+
+
+def test_hugging_face_backends_are_placed_on_the_requested_device():
+    """lmms-eval 0.7.3's qwen2_5_vl/qwen3_vl default to device=cuda, device_map=auto (inputs then go to
+    "cuda"): on CPU both must be set, and a user's own placement in --model-args wins."""
+    from evaluation.run_eval import model_args
+
+    def parsed(text):
+        return dict(a.split("=", 1) for a in text.split(","))
+
+    cpu = parsed(model_args("qwen2_5_vl", "/m", "", 1000, "cpu"))
+    assert cpu == {"pretrained": "/m", "max_pixels": "1000", "device": "cpu", "device_map": "cpu"}
+    mine = model_args("qwen3_vl", "/m", "device_map=auto,attn_implementation=sdpa", 1000, "cuda")
+    assert mine.count("device_map=") == 1 and parsed(mine)["device_map"] == "auto" and parsed(mine)["device"] == "cuda"
+    assert model_args("vllm", "/m", "tensor_parallel_size=8", 1000, "cpu") == "model=/m,tensor_parallel_size=8"
+    assert model_args("dummy", "/m", "", 1000, "cpu") == ""
