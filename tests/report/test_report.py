@@ -138,6 +138,18 @@ def test_validation_curves_and_macro_average(tmp_path):
     assert "| val chartqa | 0.5 (best 0.5 @ 3) |" in index  # mean@1 (single pass) over mean@4
 
 
+def test_the_macro_average_is_the_trainers_six_benchmark_mean_when_logged(tmp_path):
+    """With benchmarks validated next to the training mix's val split, the macro average is the
+    trainer's val-core/macro/acc (the six only), not a mean that counts the mix's sources too."""
+    run = care_run()
+    for step in (1, 3):
+        run.steps[step].update({"val-core/chartqa/acc/mean@1": 1.0, "val-core/mathvista/acc/mean@1": 0.25,
+                                "val-core/macro/acc": 0.1 * step})
+    assert macro_average(run) == ([1, 3], [pytest.approx(0.1), pytest.approx(0.3)])
+    index = build_report([run], tmp_path).index.read_text()
+    assert "| val-core macro average | 0.3 (best 0.3 @ 3) |" in index
+
+
 def test_ideal_group_records_give_r_1_in_the_report(tmp_path):
     records = tmp_path / "ideal" / "care_records"
     records.mkdir(parents=True)

@@ -17,6 +17,16 @@ def test_summary_counts_groups_repairs_and_the_sampler_gap_from_the_records():
     assert len(lines) <= 5
 
 
+def test_summary_reports_the_last_validation_with_the_benchmark_macro_average():
+    run = load_run(spec("care", *CARE_METRICS))
+    assert not any(line.startswith("validation") for line in run_summary(run))  # nothing validated
+    run.steps[2].update({"val-core/mathvista/acc/mean@1": 0.5, "val-core/macro/acc": 0.2})
+    run.steps[3].update({"val-core/mathvista/acc/mean@1": 0.75, "val-core/chartqa/acc/mean@1": 1.0,
+                         "val-core/macro/acc": 0.125})
+    line = next(line for line in run_summary(run) if line.startswith("validation"))
+    assert line == "validation (val-core, step 3): benchmark macro 0.125; chartqa 1, mathvista 0.75"
+
+
 def test_summary_without_records_counts_from_the_step_metrics_and_baselines_say_less():
     with_records = run_summary(load_run(spec("care", *CARE_METRICS, CARE_RECORDS)))
     from_metrics = run_summary(load_run(spec("care", *CARE_METRICS)))

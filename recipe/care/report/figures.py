@@ -16,6 +16,7 @@ from typing import Callable
 
 from matplotlib.figure import Figure
 
+from recipe.care.bench_metrics import MACRO_KEY
 from recipe.care.report.load import Run
 from recipe.care.report.signature import SignatureFit, anchor_theory, fit_from_buckets, fit_from_groups, negative_theory
 
@@ -284,7 +285,10 @@ def val_core_series(run: Run) -> dict[str, str]:
 
 
 def macro_average(run: Run) -> tuple[list[int], list[float]]:
-    """Mean over benchmarks at the steps where every benchmark was evaluated."""
+    """The paper's macro average: the trainer's ``val-core/macro/acc`` (the six benchmarks only) when
+    logged, else the mean over every validated source at the steps where each one was evaluated."""
+    if run.has(MACRO_KEY):
+        return run.series(MACRO_KEY)
     keys = list(val_core_series(run).values())
     if not keys:
         return [], []

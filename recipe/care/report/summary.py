@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from recipe.care.report.figures import fmt
+from recipe.care.bench_metrics import MACRO_KEY
+from recipe.care.report.figures import fmt, val_core_series
 from recipe.care.report.load import Run
 
 __all__ = ["run_summary"]
@@ -34,8 +35,20 @@ def _group_counts(run: Run) -> dict[str, int] | None:
     return {k: int(round(v)) for k, v in counts.items()}
 
 
+def _validation_line(run: Run) -> str | None:
+    """The last validation: the six-benchmark macro average (when logged) and each validated source."""
+    series = val_core_series(run)
+    if not series:
+        return None
+    step = max(s for key in series.values() for s in run.series(key)[0])
+    data = run.steps[step]
+    parts = [f"{source} {fmt(data[key], 2)}" for source, key in series.items() if key in data]
+    macro = f"benchmark macro {fmt(data[MACRO_KEY], 3)}; " if MACRO_KEY in data else ""
+    return f"validation (val-core, step {step}): {macro}" + ", ".join(parts)
+
+
 def run_summary(run: Run) -> list[str]:
-    """steps, accuracy, group mix, anchored/rescue counts, RGR tried/repaired, sampler-vs-policy gap."""
+    """steps, accuracy, group mix, anchored/rescue counts, RGR tried/repaired, last validation, sampler-vs-policy gap."""
     lines = []
     steps = sorted(run.steps)
     if not steps:
@@ -55,6 +68,9 @@ def run_summary(run: Run) -> list[str]:
         tried, kept, passed = (int(_total(run, k)) for k in ("rgr/triggered", "rgr/replaced", "rgr/success"))
         rate = f" ({100 * passed / tried:.0f}%)" if tried else ""
         lines.append(f"RGR: {tried} repairs tried, {kept} kept in the batch, {passed} repaired (verified correct){rate}")
+    line = _validation_line(run)
+    if line:
+        lines.append(line)
     _, gap = run.series("training/rollout_probs_diff_max")
     if gap:
         _, mean_gap = run.series("training/rollout_probs_diff_mean")
