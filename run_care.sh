@@ -42,11 +42,13 @@ PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-# Interpreter: $PYTHON, else python3 when it has the recipe installed, else the virtualenv that
-# `bash .ci/run` builds (so the README's two commands work in that order on a fresh machine).
+# Interpreter: $PYTHON, else python3 when it has the recipe's dependencies (verl; `import recipe.care`
+# alone succeeds from this folder whatever is installed), else the virtualenv that `bash .ci/run`
+# builds (so the README's two commands work in that order on a fresh machine).
 if [[ -z "$PYTHON" ]]; then
   PYTHON=python3
-  if ! python3 -c "import recipe.care" >/dev/null 2>&1 && [[ -x .venv-ci/bin/python ]]; then
+  if ! python3 -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('verl') and u.find_spec('recipe.care')))" \
+       >/dev/null 2>&1 && [[ -x .venv-ci/bin/python ]]; then
     PYTHON=.venv-ci/bin/python
     echo "run_care.sh: using $PYTHON (python3 has no care-verl installed)" >&2
   fi
