@@ -1,9 +1,11 @@
 """Tiny offline look-alikes of the six benchmarks, shaped like the hub datasets (columns, types, answer
 conventions; see :mod:`data_prep.bench`), saved with ``datasets.save_to_disk``.
 
-Used by the tests and by the smoke run (a few rows each, built without network). ``bad=True`` adds
-the bad rows the tests expect to be dropped: a corrupt image, missing options, an answer that is not
-an option, a marker naming an absent image.
+Used by the tests and by the smoke run (a few rows each, built without network; the smoke also hands
+them to lmms-eval, so the default rows are what the real splits hold). ``bad=True`` adds the rows the
+tests plant: the bad ones they expect to be dropped (a corrupt image, missing options, an answer that
+is not an option, a marker naming an absent image) and a MathVerse Text Only row without an image,
+which build_bench keeps.
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ def mathverse_rows(bad: bool) -> list[dict]:
             "multi-choice"),
         row(2, "Find the area of the triangle.", "24", "free-form"),
         row(3, "", "C", "multi-choice", version="Vision Only"),
-        row(4, "A circle has radius 2. What is its area?\nChoices:\nA:2\\pi\nB:4\\pi", "B", "multi-choice",
-            version="Text Only", image=False),
     ]
     if bad:
+        # a Text Only row, image None: MathVerse's testmini_text_only config; the testmini split
+        # (lmms-eval's reasoning task, whose doc_to_visual cannot take None) has only imaged versions
+        rows.append(row(4, "A circle has radius 2. What is its area?\nChoices:\nA:2\\pi\nB:4\\pi", "B",
+                        "multi-choice", version="Text Only", image=False))
         rows.append(row(5, "Which?\nChoices:\nA:1\nB:2", "E", "multi-choice"))
     return rows
 
