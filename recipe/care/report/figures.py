@@ -306,20 +306,26 @@ def panel_validation(runs: list[Run]) -> "Figure | str":
     benchmarks = sorted({b for series in per_run for b in series})
     if not benchmarks:
         return _missing(["val-core/<benchmark>/..."]) + " (trainer.test_freq > 0 or val_before_train)"
-    fig, axes = _figure(ncols=len(benchmarks) + 1, width=4.2)
-    for ax, bench in zip(axes, benchmarks):
+    # the macro average first (the paper's headline), then one panel per source, four to a row
+    ncols = min(4, len(benchmarks) + 1)
+    nrows = -(-(len(benchmarks) + 1) // ncols)
+    fig, axes = _figure(ncols=ncols, nrows=nrows, width=4.2)
+    ax = axes[0]
+    for i, run in enumerate(runs):
+        xs, ys = macro_average(run)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, color=_color(i), label=run.label)
+    _step_axes(ax, "macro average (val-core/macro/acc)" if any(r.has(MACRO_KEY) for r in runs)
+               else "macro average over validated sources", "score")
+    _legend(ax)
+    for ax, bench in zip(axes[1:], benchmarks):
         for i, (run, series) in enumerate(zip(runs, per_run)):
             if bench in series:
                 _line(ax, i, run, series[bench], label=f"{run.label} ({series[bench].split('/', 2)[2]})")
         _step_axes(ax, f"val {bench}", "score")
         _legend(ax)
-    ax = axes[len(benchmarks)]
-    for i, run in enumerate(runs):
-        xs, ys = macro_average(run)
-        if xs:
-            ax.plot(xs, ys, marker="o", markersize=3, color=_color(i), label=run.label)
-    _step_axes(ax, "macro average over benchmarks", "score")
-    _legend(ax)
+    for ax in axes[len(benchmarks) + 1:]:
+        ax.set_visible(False)
     fig.suptitle("Validation (val-core) per benchmark")
     return fig
 
