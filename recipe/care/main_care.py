@@ -27,7 +27,8 @@ CONFIG_NAME = "care_trainer"
 # not applied: the reward is shared). GSPO: verl's gspo policy loss with its recipe's clip range
 # and seq-mean-token-mean aggregation, no KL.
 # RGR is off for baselines: its agent-loop manager is installed by the shared config.
-_BASELINE = ["trainer.v1.trainer_mode=sync", "algorithm.adv_estimator=grpo", "care.rgr.enable=false"]
+# trainer care_baseline_sync: verl's sync trainer plus val-core/macro/acc (recipe/care/trainer.py).
+_BASELINE = ["trainer.v1.trainer_mode=care_baseline_sync", "algorithm.adv_estimator=grpo", "care.rgr.enable=false"]
 ALGO_OVERRIDES: dict[str, list[str]] = {
     "care": [],
     "grpo": [*_BASELINE],
@@ -199,7 +200,7 @@ def register_recipe() -> None:
     """Import the modules whose decorators register CARE with verl's registries (this process only)."""
     import recipe.care.adv_estimator  # noqa: F401  register_adv_est("care")
     import recipe.care.reward_manager  # noqa: F401  reward manager "care"
-    import recipe.care.trainer  # noqa: F401  register_trainer("care_sync")
+    import recipe.care.trainer  # noqa: F401  register_trainer("care_sync"), ("care_baseline_sync")
 
 
 def _task_runner_class():
@@ -271,7 +272,7 @@ def run(config: DictConfig) -> None:
         os.makedirs(os.path.dirname(metrics), exist_ok=True)
         moved = keep_previous_metrics(metrics)
         print(f"care: step metrics (JSON lines) -> {metrics}" + (f" (earlier run's kept as {moved})" if moved else ""))
-    if config.trainer.v1.trainer_mode == "care_sync":
+    if config.trainer.v1.trainer_mode in ("care_sync", "care_baseline_sync"):
         register_recipe()  # fail here, not inside a Ray actor, if a recipe module is broken
     run_ppo(config, task_runner_class=_task_runner_class())
 

@@ -48,6 +48,7 @@ response_to_nested = require_verl_attr("verl.workers.utils.padding", "response_t
 logger = logging.getLogger(__name__)
 
 TRAINER_NAME = "care_sync"
+BASELINE_TRAINER_NAME = "care_baseline_sync"  # ALGO=grpo|dapo|gspo: verl's sync trainer + the benchmark macro
 ACC_KEY, FORMAT_KEY, REFLECTED_KEY = "acc", "format", "reflected"
 DATA_SOURCE = "data_source"
 REQUIRED_FIELDS = ["uid", "response_mask", "rm_scores", "old_log_probs", "extra_fields"]
@@ -294,14 +295,14 @@ def compute_care_advantage_fields(
     return fields, metrics
 
 
-@register_trainer(TRAINER_NAME)
-class CarePPOTrainer(PPOTrainerSync):
-    """verl's sync trainer (colocated rollout, no partial rollout) with CARE's advantage step."""
+class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
+    """verl's sync trainer (colocated rollout, no partial rollout) under a registered name of the
+    recipe's, whose validation adds the paper's ``val-core/macro/acc`` (recipe.care.bench_metrics)."""
 
     # verl 0.9.1 branches on `self.trainer_mode == "sync"` (replay buffer choice, dataloader
     # refill, checkpointing of in-flight prompts: trainer_base.py:153, 731, 902, 912, 1004, 1499),
     # so a trainer registered under another name would silently run the async code paths.
-    # care_sync *is* the sync trainer in all of them; the registered name is kept apart.
+    # Both recipe trainers *are* the sync trainer in all of them; the registered name is kept apart.
     @property
     def trainer_mode(self) -> str:
         return "sync"
@@ -309,6 +310,24 @@ class CarePPOTrainer(PPOTrainerSync):
     @trainer_mode.setter
     def trainer_mode(self, value: str) -> None:
         self.registered_mode = value
+
+    def _val_metrics_update(self, *args, **kwargs) -> dict[str, float]:
+        # verl 0.9.1 builds val-core/<data_source>/acc/mean@N here; the paper's macro average joins them.
+        metric_dict = super()._val_metrics_update(*args, **kwargs)
+        metric_dict.update(macro_benchmark_metrics(metric_dict))
+        return metric_dict
+
+
+@register_trainer(BASELINE_TRAINER_NAME)
+class BaselinePPOTrainer(SyncTrainerWithBenchmarkMacro):
+    """The GRPO / DAPO / GSPO baselines (``ALGO=...``): verl's sync trainer and verl's advantage
+    estimators unchanged; only the validation's benchmark macro average is added, so an A/B against
+    CARE compares the same headline number."""
+
+
+@register_trainer(TRAINER_NAME)
+class CarePPOTrainer(SyncTrainerWithBenchmarkMacro):
+    """verl's sync trainer (colocated rollout, no partial rollout) with CARE's advantage step."""
 
     def __init__(self, config):
         self.care_config = care_config_from_omegaconf(config.get("care", {}))
@@ -382,9 +401,3 @@ class CarePPOTrainer(PPOTrainerSync):
         )
         metrics.update(care_metrics)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
-
-    def _val_metrics_update(self, *args, **kwargs) -> dict[str, float]:
-        # verl 0.9.1 builds val-core/<data_source>/acc/mean@N here; the paper's macro average joins them.
-        metric_dict = super()._val_metrics_update(*args, **kwargs)
-        metric_dict.update(macro_benchmark_metrics(metric_dict))
-        return metric_dict

@@ -35,7 +35,7 @@ def test_every_algo_composes_and_converts(algo):
         actor = cfg.actor_rollout_ref.actor
         assert (actor.kl_loss_coef, actor.kl_loss_type, actor.clip_ratio_low, actor.clip_ratio_high) == (0.01, "low_var_kl", 0.2, 0.3)
     else:
-        assert cfg.trainer.v1.trainer_mode == "sync" and dc["algorithm"].adv_estimator == "grpo"
+        assert cfg.trainer.v1.trainer_mode == "care_baseline_sync" and dc["algorithm"].adv_estimator == "grpo"
     if algo == "dapo":
         assert cfg.algorithm.filter_groups.enable and cfg.algorithm.filter_groups.metric == "acc"
     if algo == "gspo":

@@ -94,6 +94,26 @@ def test_trainer_is_registered_and_behaves_as_sync():
     assert trainer.trainer_mode == "sync" and trainer.registered_mode == "care_sync"
 
 
+def test_baseline_trainer_is_verls_sync_trainer_plus_the_benchmark_macro(monkeypatch):
+    """ALGO=grpo|dapo|gspo run care_baseline_sync: none of CARE's overrides, but the same
+    val-core/macro/acc (the six benchmarks only) as CARE, so the A/B compares one number."""
+    from data_prep.schema import BENCHMARKS
+    from recipe.care.trainer import BaselinePPOTrainer, PPOTrainerSync
+
+    assert get_trainer_cls("care_baseline_sync") is BaselinePPOTrainer
+    for name in ("_compute_advantage", "_compute_old_log_prob", "_init_resource_pool_mgr", "fit", "__init__"):
+        assert getattr(BaselinePPOTrainer, name) is getattr(PPOTrainerSync, name), name
+    trainer = object.__new__(BaselinePPOTrainer)
+    trainer.trainer_mode = "care_baseline_sync"
+    assert trainer.trainer_mode == "sync" and trainer.registered_mode == "care_baseline_sync"
+    logged = {f"val-core/{b}/acc/mean@1": 0.1 * (i + 1) for i, b in enumerate(BENCHMARKS)}
+    logged["val-core/chartqa/acc/mean@1"] = 1.0  # the mix's val split: not part of the macro
+    monkeypatch.setattr(PPOTrainerSync, "_val_metrics_update", lambda self, *a, **k: dict(logged))
+    assert trainer._val_metrics_update()["val-core/macro/acc"] == pytest.approx(0.35)
+    del logged["val-core/mmmu/acc/mean@1"]  # five of six: no macro
+    assert "val-core/macro/acc" not in trainer._val_metrics_update()
+
+
 def test_compute_advantage_on_tq_shaped_batch(monkeypatch, tokenizer, batch):
     rows, meta = batch
     monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
