@@ -25,6 +25,14 @@ What it does, with no GPU and no network:
    (``recipe.care.cpu``: gloo, FSDP engine on CPU, sdpa) with the CPU rollout
    (``rollout.name=hf_cpu``), the ``care`` reward manager, RGR when ``recipe.care.rgr`` is installed;
    steps 1..N-1 with a checkpoint at step N-1, then a second run that resumes from it and does step N.
+   Each run validates after its last step on look-alikes of the six evaluation benchmarks
+   (``data_prep/bench_fixtures.py`` through the real ``data_prep/build_bench.py``; the mix excludes
+   them with ``--exclude-bench``), greedy, one pass: ``val-core/<benchmark>/acc/mean@1`` and
+   ``val-core/macro/acc``, as ``BENCH_DIR`` gives a GPU run.
+4. **Evaluation**: the pipeline's eval stage (``python -m evaluation.run_eval``) on the last
+   checkpoint: verl's model merger, then lmms-eval's Hugging Face backend on CPU (its own virtualenv,
+   created on first use) on the same look-alikes; ``<workdir>/eval/results.json`` and ``results.md``.
+5. **Report** with plots (``recipe.care.report``) and a closing summary.
 
 Sizes: 4 prompts x 6 rollouts per step, responses <= 48 tokens, K=2, one FSDP worker. It shows
 that the whole loop runs (rollout, reward, RGR, think embeddings, advantages, update, weight sync,
@@ -193,8 +201,12 @@ def build_sft_data(workdir: Path, tokenizer_dir: Path, python: str, rl_train_fil
     return out
 
 
-def build_data(workdir: Path, tokenizer_dir: Path, python: str) -> list[str]:
-    """Fixtures -> ``data_prep/build_mix.py`` -> verl parquet shards; returns [train files..., val file]."""
+def build_data(workdir: Path, tokenizer_dir: Path, python: str, bench_dir: Path | None = None) -> list[str]:
+    """Fixtures -> ``data_prep/build_mix.py`` -> verl parquet shards; returns [train files..., val file].
+
+    ``bench_dir``: build_bench.py's output; the mix drops rows that overlap it (``--exclude-bench``),
+    as a real build does.
+    """
     out = workdir / "data"
     done = out / "report.json"
     if not done.exists():
@@ -202,7 +214,8 @@ def build_data(workdir: Path, tokenizer_dir: Path, python: str) -> list[str]:
         cmd = [python, str(REPO / "data_prep" / "build_mix.py"), "--sources", "chartqa,geometry3k",
                "--chartqa", fixtures["chartqa"], "--geometry3k", fixtures["geometry3k"],
                "--out", str(out), "--overwrite", "--val-size", "4", "--tokenizer", str(tokenizer_dir),
-               "--max-prompt-tokens", str(MAX_PROMPT), "--workers", "1", "--no-progress"]
+               "--max-prompt-tokens", str(MAX_PROMPT), "--workers", "1", "--no-progress",
+               *(["--exclude-bench", str(bench_dir)] if bench_dir else [])]
         log("building the training mix: " + " ".join(cmd[1:]))
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
@@ -212,6 +225,32 @@ def build_data(workdir: Path, tokenizer_dir: Path, python: str) -> list[str]:
     if not train or not val.exists():
         raise RuntimeError(f"build_mix.py wrote no train-*.parquet / val.parquet into {out}")
     return [*train, str(val)]
+
+
+def build_bench_data(workdir: Path, tokenizer_dir: Path, python: str) -> tuple[Path, Path]:
+    """Look-alikes of the six benchmarks -> ``data_prep/build_bench.py`` -> six verl parquets.
+
+    Returns (the parquet folder, verl's validation sets: ``BENCH_DIR``; the look-alikes' own
+    ``datasets`` saves, lmms-eval's ``--data-dir``). The look-alikes are the hub datasets' columns
+    and answer conventions with a few rows each (``data_prep/bench_fixtures.py``).
+    """
+    from data_prep.bench_fixtures import save_benchmarks
+    from data_prep.schema import BENCHMARKS
+
+    out, raw = workdir / "bench", workdir / "fixtures" / "bench"
+    if not (out / "report.json").exists():
+        inputs = save_benchmarks(str(raw))
+        cmd = [python, str(REPO / "data_prep" / "build_bench.py"), "--out", str(out), "--overwrite",
+               "--tokenizer", str(tokenizer_dir), "--workers", "1", "--no-progress",
+               *[a for name, path in inputs.items() for a in (f"--{name.replace('_', '-')}", path)]]
+        log("building the six benchmark look-alikes: " + " ".join(cmd[1:4]) + " ...")
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_bench.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    missing = [b for b in BENCHMARKS if not (out / f"{b}.parquet").exists()]
+    if missing:
+        raise RuntimeError(f"build_bench.py wrote no {', '.join(missing)} parquet into {out}")
+    return out, raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +388,9 @@ def external_modules() -> str:
 
 
 def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
-                  save_step: int) -> list[str]:
+                  save_step: int, bench_files: list[str] = ()) -> list[str]:
+    """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
+    mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation."""
     from recipe.care.cpu import CPU_CONFIG_OVERRIDES
 
     external = external_modules()
@@ -357,7 +398,7 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         *CPU_CONFIG_OVERRIDES,
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files=[{','.join(train_files)}]",
-        f"data.val_files=[{val_file}]",
+        f"data.val_files=[{','.join([val_file, *bench_files])}]",
         f"data.train_batch_size={BATCH}",
         f"data.max_prompt_length={MAX_PROMPT}",
         f"data.max_response_length={MAX_RESPONSE}",
@@ -392,7 +433,8 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "trainer.nnodes=1",
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={save_step}",
-        "trainer.test_freq=-1",
+        # with benchmarks: validate after the last step (verl always validates on it when test_freq > 0)
+        f"trainer.test_freq={steps if bench_files else -1}",
         "trainer.val_before_train=false",
         "trainer.logger=[console,file]",
         "trainer.project_name=care-verl-smoke",
@@ -407,6 +449,9 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "+ray_kwargs.ray_init.runtime_env.env_vars.TOKENIZERS_PARALLELISM='false'",
         "+ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='1'",
     ]
+    if bench_files:  # run_care.sh's BENCH_DIR settings: one greedy pass per benchmark question
+        overrides += ["actor_rollout_ref.rollout.val_kwargs.n=1", "actor_rollout_ref.rollout.val_kwargs.do_sample=False",
+                      "actor_rollout_ref.rollout.val_kwargs.temperature=0"]
     if algo == "care":
         # records on: the report's mechanism-signature fit is over groups (recipe/care/records.py)
         overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}", "care.records.enable=true"]
@@ -548,6 +593,42 @@ def step_line(metrics: Path, step: int) -> None:
     log(f"step {step}: " + ", ".join(parts))
 
 
+def run_eval_stage(python: str, ckpt: Path, bench_raw: Path, workdir: Path, family: str, label: str,
+                   timeout: float | None) -> dict:
+    """The pipeline's eval stage on the run's last checkpoint: ``python -m evaluation.run_eval`` (what
+    ``bash run_care.sh --stage eval`` runs) merges the FSDP actor with verl's model merger, then lmms-eval
+    (its own virtualenv, created on first use) runs the six look-alikes through its Hugging Face backend
+    on CPU, greedy, with the trained prompt; writes ``<workdir>/eval/results.json`` and ``results.md``
+    (``eval-<label>/`` for another ALGO or model family, so runs sharing a workdir keep their own)."""
+    out = workdir / ("eval" if label == "care" else f"eval-{label}")
+    shutil.rmtree(out, ignore_errors=True)
+    backend = "qwen3_vl" if family == "qwen3-vl" else "qwen2_5_vl"
+    cmd = [python, "-m", "evaluation.run_eval", str(ckpt), "--backend", backend, "--device", "cpu",
+           "--data-dir", str(bench_raw), "--max-new-tokens", str(MAX_RESPONSE), "--out", str(out),
+           "--label", f"{label} (smoke)"]
+    venv_note = "" if lmms_eval_venv_ready() else " (first use: creating lmms-eval's virtualenv, ~3 min, ~7 GB)"
+    log_path = workdir / "logs" / f"{out.name}.log"
+    log(f"evaluation: python -m evaluation.run_eval {ckpt} --backend {backend} --device cpu --data-dir {bench_raw} "
+        f"...{venv_note}; log: {log_path}")
+    run_logged(cmd, job_env(), "evaluation", log_path, timeout)
+    return {**json.loads((out / "results.json").read_text()), "path": f"{out.name}/results.json"}
+
+
+def lmms_eval_venv_ready() -> bool:
+    venv = Path(os.environ.get("LMMS_EVAL_VENV") or REPO / ".cache" / "lmms-eval-venv")
+    if not venv.is_absolute():
+        venv = REPO / venv
+    return any(venv.glob(".care-verl-lmms-eval-*")) and (venv / "bin" / "python").exists()
+
+
+def eval_summary(results: dict) -> str:
+    """One line: lmms-eval's accuracy per benchmark and the macro average (``eval/results.json``)."""
+    from evaluation.tasks import TITLES
+
+    per = ", ".join(f"{TITLES.get(b, b)} {v['acc']:.2f} (n={v['n']})" for b, v in results["benchmarks"].items())
+    return f"lmms-eval ({results['path']}): macro {results['macro']:.3f}; {per}"
+
+
 def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
     """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (records from its run folder)."""
     from recipe.care.report import ReportInputError, build_report, load_run
@@ -571,7 +652,7 @@ def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
     return result, runs
 
 
-def print_summary(stages: list[str], result, runs: list, current: str) -> None:
+def print_summary(stages: list[str], result, runs: list, current: str, eval_results: dict | None = None) -> None:
     from recipe.care.report.summary import run_summary
 
     log("-" * 30 + " summary " + "-" * 30)
@@ -579,6 +660,8 @@ def print_summary(stages: list[str], result, runs: list, current: str) -> None:
     for run in sorted(runs, key=lambda r: r.label != current):  # this run first, then the ones overlaid
         for i, line in enumerate(run_summary(run)):
             log(("" if i == 0 else "  ") + line)
+    if eval_results is not None:
+        log(eval_summary(eval_results))
     if result is not None:
         skipped = f", skipped: {', '.join(result.skipped)}" if result.skipped else ""
         log(f"report: {result.index} ({len(result.figures)} figures{skipped}); runs overlaid: "
@@ -597,6 +680,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
     p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
+    p.add_argument("--no-bench", dest="bench", action="store_false",
+                   help="no benchmark look-alikes: no validation on them during RL, no final evaluation")
+    p.add_argument("--no-eval", dest="eval", action="store_false",
+                   help="skip the final evaluation (verl's model merger + lmms-eval on the look-alikes)")
     p.add_argument("--model", default="qwen2.5-vl",
                    help="tiny model family: qwen2.5-vl (default) | qwen3-vl (a GPU preset name picks its family)")
     return p.parse_known_args(argv)
@@ -616,6 +703,8 @@ def quiet_known_harmless() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_prep.schema import BENCHMARKS
+
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     quiet_known_harmless()
     python = sys.executable
@@ -624,7 +713,11 @@ def main(argv: list[str] | None = None) -> int:
     family = smoke_family(args.model)
 
     t0 = time.time()
-    files = build_data(workdir, tiny_base_dir(family), python)
+    bench_dir = bench_raw = None
+    if args.bench:
+        bench_dir, bench_raw = build_bench_data(workdir, tiny_base_dir(family), python)
+    bench_files = [str(bench_dir / f"{b}.parquet") for b in BENCHMARKS] if bench_dir else []
+    files = build_data(workdir, tiny_base_dir(family), python, bench_dir)
     train_files, val_file = files[:-1], files[-1]
     t_data = time.time() - t0
     model = build_model(workdir, python, train_files, args.sft_steps, args.timeout, family)
@@ -650,26 +743,33 @@ def main(argv: list[str] | None = None) -> int:
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps) + extra, "run", args.timeout,
+                                                 args.steps, bench_files) + extra, "run", args.timeout,
                 metrics / f"{run_tag}-run1.jsonl")
         stages.append(f"{run_tag} steps 1-{args.steps}")
     else:
         first = args.steps - 1
-        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first) + extra,
+        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first, bench_files) + extra,
                 f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps) + extra,
+                                                 args.steps, bench_files) + extra,
                 f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
                 metrics / f"{run_tag}-run2.jsonl")
         stages += [f"{run_tag} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
-    log(f"done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
+    log(f"training done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
+    if bench_files:
+        stages[-1] += " (each run validates on the six benchmark look-alikes after its last step)"
+    eval_results = None
+    if bench_raw is not None and args.eval:
+        t_eval = time.time()
+        eval_results = run_eval_stage(python, ckpt, bench_raw, workdir, family, run_tag, args.timeout)
+        stages.append(f"evaluation: verl's merger + lmms-eval ({time.time() - t_eval:.0f}s)")
     try:
         result, runs = write_report(workdir, [run_tag] if family != "qwen2.5-vl" else ["care", "grpo", "dapo", "gspo"])
         stages.append("report")
     except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
         log(f"report not written: {exc!r}")
         result, runs = None, []
-    print_summary(stages, result, runs, run_tag)
+    print_summary(stages, result, runs, run_tag, eval_results)
     return 0
 
 

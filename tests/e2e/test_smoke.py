@@ -103,6 +103,34 @@ def assert_cold_start_sft_ran_through_verl(workdir: Path, log: str) -> None:
     assert "cold-start SFT, " in summary, "the summary does not list the SFT stage"
 
 
+def assert_benchmarks_validated_and_evaluated(workdir: Path, validated: list[dict], label: str) -> None:
+    """Issue 13's smoke: each run validates on the six benchmark look-alikes after its last step
+    (verl's val-core/<benchmark>/acc/mean@1 plus the trainer's macro), then the final checkpoint is
+    merged by verl's merger and evaluated by lmms-eval on the same look-alikes (eval/results.json)."""
+    import pyarrow.parquet as pq
+
+    from evaluation.tasks import BENCHMARKS
+
+    rows = {b: pq.read_metadata(workdir / "bench" / f"{b}.parquet").num_rows for b in BENCHMARKS}
+    assert all(n > 0 for n in rows.values()), rows
+    for record in validated:
+        accs = [finite(record, f"val-core/{b}/acc/mean@1") for b in BENCHMARKS]
+        assert all(0.0 <= a <= 1.0 for a in accs)
+        assert finite(record, "val-core/macro/acc") == pytest.approx(sum(accs) / len(accs))
+        for source in ("chartqa", "geometry3k"):  # the training mix's val split is validated too
+            finite(record, f"val-core/{source}/acc/mean@1")
+    results = json.loads((workdir / "eval" / "results.json").read_text())
+    assert set(results["benchmarks"]) == set(BENCHMARKS)
+    # lmms-eval read every question of each look-alike, the same questions verl validated on
+    assert {b: v["n"] for b, v in results["benchmarks"].items()} == rows
+    accs = [v["acc"] for v in results["benchmarks"].values()]
+    assert all(0.0 <= a <= 1.0 for a in accs) and results["macro"] == pytest.approx(sum(accs) / len(accs))
+    assert set(results["sample_logs"]) == set(BENCHMARKS) and results["prompt"] == "care"
+    assert results["backend"] == "qwen2_5_vl" and "hf_model" in results["model"], "not verl's merged checkpoint"
+    table = (workdir / "eval" / "results.md").read_text()
+    assert "| +CARE (paper) |" in table and f"| {label} (smoke) |" in table
+
+
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     console = run_smoke(workdir, "--algo", "care", "--steps", "3")
@@ -159,6 +187,8 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     repairs = (record_dir / "repairs.jsonl").read_text().splitlines() if (record_dir / "repairs.jsonl").exists() else []
     assert len(repairs) == sum(finite(r, "rgr/triggered") for r in records)
 
+    assert_benchmarks_validated_and_evaluated(workdir, [run1[-1], run2[-1]], "care")
+
     # the report and the closing summary
     index = (workdir / "report" / "index.md").read_text()
     for figure in ("signature", "failure_signal_share", "variance_ratio", "clip_by_sign", "group_mix", "k_prime_hist",
@@ -168,20 +198,28 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     summary = "\n".join(assert_console_is_short_and_ends_with_a_summary(console, "care", workdir))
     assert "groups: 12 = " in summary and "anchored" in summary and "rescued" in summary
     assert "RGR: " in summary and "repairs tried" in summary
+    assert "validation (val-core, step 3): benchmark macro " in summary
+    assert "lmms-eval (eval/results.json): macro " in summary and "MMMU-Pro vision" in summary
+    assert "evaluation: verl's merger + lmms-eval" in summary
+    assert "| val-core macro average |" in index and (workdir / "report" / "validation.png").stat().st_size > 0
 
 
 @pytest.mark.timeout(HARD_LIMIT_S + 60)
 def test_grpo_baseline_runs_the_same_way(workdir):
-    console = run_smoke(workdir, "--algo", "grpo", "--steps", "2")
+    # The eval stage and the checkpoint round trip do not depend on ALGO (the CARE run covers both):
+    # --no-eval and --no-resume keep CI short.
+    console = run_smoke(workdir, "--algo", "grpo", "--steps", "2", "--no-resume", "--no-eval")
     run1 = read_metrics(workdir / "metrics" / "grpo-run1.jsonl")
-    run2 = read_metrics(workdir / "metrics" / "grpo-run2.jsonl")
-    assert [r["step"] for r in run1] == [1] and [r["step"] for r in run2] == [2]
-    for record in run1 + run2:
+    assert [r["step"] for r in run1] == [1, 2]
+    for record in run1:
         finite(record, "actor/pg_loss")
         finite(record, "critic/advantages/mean")
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)  # the same diagnostics for the baseline
         assert not any(k.startswith("care/") for k in record["data"]), "GRPO must not run CARE's advantage step"
+    # the same validation sets and macro average as the CARE run (care_baseline_sync): an A/B on the benchmarks
+    finite(run1[-1], "val-core/macro/acc")
+    assert not (workdir / "eval-grpo").exists()
     assert not (workdir / "checkpoints" / "grpo" / "care_records").exists()
     assert_console_is_short_and_ends_with_a_summary(console, "grpo", workdir)
     # the baseline joins the report next to the CARE run of the same workdir, when there is one
@@ -222,5 +260,10 @@ def test_qwen3_vl_smoke_through_run_care_sh(workdir):
         assert finite(record, "care/groups/count") == 4
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)
+    # the six look-alikes validated after the last step, then verl's merger and lmms-eval's qwen3_vl backend
+    finite(records[-1], "val-core/macro/acc")
+    results = json.loads((workdir / "eval-care-qwen3-vl" / "results.json").read_text())
+    assert results["backend"] == "qwen3_vl" and len(results["benchmarks"]) == 6
+    assert "lmms-eval (eval-care-qwen3-vl/results.json): macro " in text
     # the CARE step had failures to contrast or rescue (a group without any failure has no subgroup)
     assert sum(finite(r, "care/groups/mixed_frac") + finite(r, "care/groups/all_wrong_frac") for r in records) > 0
