@@ -26,10 +26,12 @@ fi
 # One builder at a time: a second caller (CI builds it in the background while the tests run, and the
 # smoke's eval stage asks for it) waits here for the first, then finds the stamp.
 mkdir -p "$(dirname "$VENV")"
-exec 9>"$VENV.lock"
-if ! flock -n 9; then
-  echo "== waiting for another process building the lmms-eval virtualenv in $VENV" >&2
-  flock 9
+if command -v flock >/dev/null; then  # util-linux; without it (macOS) concurrent first uses are the caller's care
+  exec 9>"$VENV.lock"
+  if ! flock -n 9; then
+    echo "== waiting for another process building the lmms-eval virtualenv in $VENV" >&2
+    flock 9
+  fi
 fi
 if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
   echo "$VENV/bin/python"

@@ -151,3 +151,28 @@ def test_hugging_face_backends_are_placed_on_the_requested_device():
     assert mine.count("device_map=") == 1 and parsed(mine)["device_map"] == "auto" and parsed(mine)["device"] == "cuda"
     assert model_args("vllm", "/m", "tensor_parallel_size=8", 1000, "cpu") == "model=/m,tensor_parallel_size=8"
     assert model_args("dummy", "/m", "", 1000, "cpu") == ""
+
+
+def test_a_second_caller_of_the_venv_script_waits_for_the_build_in_progress(tmp_path):
+    """CI builds lmms-eval's virtualenv in the background while the smoke's eval stage may ask for it:
+    the second caller waits on the lock, then finds the finished build instead of starting another."""
+    import fcntl
+    import time
+
+    venv = tmp_path / "venv"
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # "another process is building"
+        proc = subprocess.Popen(["bash", str(REPO / "evaluation" / "lmms_eval_venv.sh")], cwd=REPO,
+                                env={**os.environ, "LMMS_EVAL_VENV": str(venv)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        assert proc.poll() is None, proc.communicate()
+        (venv / "bin").mkdir(parents=True)  # the build finishes
+        (venv / "bin" / "python").write_text("#!/bin/sh\n")
+        (venv / "bin" / "python").chmod(0o755)
+        (venv / ".care-verl-lmms-eval-0.7.3").touch()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == str(venv / "bin" / "python")
+    assert "waiting for another process" in err and "creating" not in err
