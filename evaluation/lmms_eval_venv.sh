@@ -19,7 +19,13 @@ PINS=("lmms-eval==$LMMS_EVAL_VERSION" "filelock<4" "math-verify==0.9.0" "Levensh
       "transformers==5.9.0" "qwen-vl-utils")
 STAMP="$VENV/.care-verl-lmms-eval-$LMMS_EVAL_VERSION${LMMS_EVAL_VLLM:+-vllm}"
 
-if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
+# Ready: the stamp asked for, or for a Hugging Face backend either build (the vLLM one has torch too).
+ready() {
+  [[ -x "$VENV/bin/python" ]] || return 1
+  [[ -f "$STAMP" ]] && return 0
+  [[ -z "${LMMS_EVAL_VLLM:-}" && -f "$VENV/.care-verl-lmms-eval-$LMMS_EVAL_VERSION-vllm" ]]
+}
+if ready; then
   echo "$VENV/bin/python"
   exit 0
 fi
@@ -33,7 +39,7 @@ if command -v flock >/dev/null; then  # util-linux; without it (macOS) concurren
     flock 9
   fi
 fi
-if [[ -f "$STAMP" && -x "$VENV/bin/python" ]]; then
+if ready; then
   echo "$VENV/bin/python"
   exit 0
 fi
@@ -48,7 +54,7 @@ fi
     "$VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
   fi
   "$VENV/bin/python" -m pip install -q "${PINS[@]}"
-  "$VENV/bin/python" -c "import lmms_eval, math_verify, Levenshtein; print('   lmms-eval ready')"
+  "$VENV/bin/python" -c "import lmms_eval, math_verify, Levenshtein${LMMS_EVAL_VLLM:+, vllm}; print('   lmms-eval ready')"
 } >&2
 touch "$STAMP"
 echo "$VENV/bin/python"

@@ -136,14 +136,29 @@ def write_tasks(task_dir: str, tasks_root: str, benchmarks, *, prompt: str, max_
     return names
 
 
-def venv_python(explicit: str | None) -> str:
+def venv_python(explicit: str | None, backend: str = "vllm") -> str:
+    """lmms-eval's interpreter: ``--python``, else the project's virtualenv (created on first use; with
+    vLLM for ``--backend vllm``)."""
     if explicit:
         return explicit
+    env = {**os.environ, **({"LMMS_EVAL_VLLM": "1"} if backend == "vllm" else {})}
     proc = subprocess.run(["bash", os.path.join(REPO, "evaluation", "lmms_eval_venv.sh")], stdout=subprocess.PIPE,
-                          text=True)
+                          text=True, env=env)
     if proc.returncode != 0:
         raise EvalResultError("could not create lmms-eval's virtualenv (evaluation/lmms_eval_venv.sh, see above)")
     return proc.stdout.strip().splitlines()[-1]
+
+
+def check_backend(python: str, backend: str) -> None:
+    """Fail before lmms-eval starts when its interpreter lacks the backend's package: lmms-eval would
+    log the ImportError and exit 0."""
+    if backend != "vllm":
+        return
+    proc = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EvalResultError(f"--backend vllm: {python} cannot import vllm ({(proc.stderr.strip().splitlines() or ['?'])[-1]}). "
+                              "Create lmms-eval's virtualenv with it (LMMS_EVAL_VLLM=1 bash evaluation/lmms_eval_venv.sh, "
+                              "or drop --python), or use --backend qwen2_5_vl / qwen3_vl")
 
 
 def hf_device(requested: str) -> str:
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = resolve_model(args.checkpoint, out)
         print(f"eval: model {model}", file=sys.stderr)
-        python = venv_python(args.python)
+        python = venv_python(args.python, args.backend)
+        check_backend(python, args.backend)
         tasks_root = subprocess.run([python, "-c", "import os, lmms_eval; print(os.path.join("
                                      "os.path.dirname(lmms_eval.__file__), 'tasks'))"],
                                     capture_output=True, text=True, check=True).stdout.strip()

@@ -176,3 +176,37 @@ def test_a_second_caller_of_the_venv_script_waits_for_the_build_in_progress(tmp_
     assert proc.returncode == 0, err
     assert out.strip().splitlines()[-1] == str(venv / "bin" / "python")
     assert "waiting for another process" in err and "creating" not in err
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error_before_lmms_eval_runs(tmp_path, capsys):
+    """On a GPU node lmms-eval would log vLLM's ImportError and exit 0; the stage stops first and says how to fix it."""
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    assert main([str(model), "--backend", "vllm", "--python", sys.executable, "--out", str(tmp_path / "out")]) == 3
+    err = capsys.readouterr().err
+    assert "cannot import vllm" in err and "LMMS_EVAL_VLLM=1 bash evaluation/lmms_eval_venv.sh" in err
+    assert not (tmp_path / "out" / "lmms_tasks").exists()  # nothing ran
+
+
+def test_venv_script_stamps_a_hugging_face_caller_may_use_the_vllm_build_not_the_reverse(tmp_path):
+    def call(venv, **env):
+        return subprocess.run(["bash", str(REPO / "evaluation" / "lmms_eval_venv.sh")], cwd=REPO, capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "LMMS_EVAL_VENV": str(venv), "PYTHON": "false", **env})
+
+    def fake_venv(name, stamp):
+        venv = tmp_path / name
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text("#!/bin/sh\n")
+        (venv / "bin" / "python").chmod(0o755)
+        (venv / stamp).touch()
+        return venv
+
+    with_vllm = fake_venv("vllm", ".care-verl-lmms-eval-0.7.3-vllm")
+    proc = call(with_vllm)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(with_vllm / "bin" / "python")
+    plain = fake_venv("plain", ".care-verl-lmms-eval-0.7.3")
+    proc = call(plain, LMMS_EVAL_VLLM="1")  # needs vLLM: rebuilds (PYTHON=false makes that fail at once)
+    assert proc.returncode != 0 and "creating the lmms-eval virtualenv" in proc.stderr
