@@ -88,16 +88,23 @@ def check_sample_logs(output_dir: str, tasks: dict[str, str] = LMMS_TASKS) -> di
 
 def markdown_table(summary: dict, label: str = "this checkpoint") -> str:
     """Our row (accuracy in %) under the paper's published rows, same columns."""
-    benches = [b for b in BENCHMARKS if b in summary["benchmarks"]]
+    return comparison_table({label: summary})
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+    """The paper's published rows, then one row per ``results.json`` summary (accuracy in %)."""
+    benches = [b for b in BENCHMARKS if all(b in s["benchmarks"] for s in summaries.values())]
     header = "| model | " + " | ".join(TITLES[b] for b in benches) + " | macro |"
     lines = [header, "|" + " --- |" * (len(benches) + 2)]
     for name, row in PAPER_ROWS.items():
         cells = [f"{v:.1f}" for b, v in zip(BENCHMARKS, row) if b in benches]
         macro = PAPER_MACRO.get(name, sum(row) / len(row)) if len(benches) == len(BENCHMARKS) else None
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if macro is None else f'{macro:.2f}'} |")
-    ours = [f"**{100 * summary['benchmarks'][b]['acc']:.1f}**" for b in benches]
-    lines.append(f"| {label} | " + " | ".join(ours) + f" | **{100 * summary['macro']:.2f}** |")
-    ns = ", ".join(f"{TITLES[b]} n={summary['benchmarks'][b]['n']}" for b in benches)
+    for label, summary in summaries.items():
+        ours = [f"**{100 * summary['benchmarks'][b]['acc']:.1f}**" for b in benches]
+        lines.append(f"| {label} | " + " | ".join(ours) + f" | **{100 * summary['macro']:.2f}** |")
+    ns = "; ".join(f"{label}: " + ", ".join(f"{TITLES[b]} n={summary['benchmarks'][b]['n']}" for b in benches)
+                   for label, summary in summaries.items())
     return "\n".join(lines) + f"\n\nSamples evaluated: {ns}. Paper macro values are the paper's own; " \
                               "rows without one show the mean of the six.\n"
 

@@ -639,7 +639,9 @@ def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
         if not files:
             continue
         records = workdir / "checkpoints" / algo / "care_records"
-        spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else [])])
+        evaluation = workdir / ("eval" if algo == "care" else f"eval-{algo}") / "results.json"  # run_eval_stage
+        spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else []),
+                                                      *([evaluation] if evaluation.is_file() else [])])
         try:
             runs.append(load_run(spec))
         except ReportInputError as exc:

@@ -202,6 +202,7 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
     assert "lmms-eval (eval/results.json): macro " in summary and "MMMU-Pro vision" in summary
     assert "evaluation: verl's merger + lmms-eval" in summary
     assert "| val-core macro average |" in index and (workdir / "report" / "validation.png").stat().st_size > 0
+    assert "## Final evaluation (lmms-eval" in index and "| care | **" in index  # eval/results.json in the report
 
 
 @pytest.mark.timeout(HARD_LIMIT_S + 60)

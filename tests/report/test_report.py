@@ -174,3 +174,32 @@ def test_a_step_rewritten_after_a_crash_keeps_its_last_records(tmp_path):
     (records / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in first + resumed))
     run = load_run(str(records))
     assert [g["group"] for g in run.groups] == ["a", "new", "c"]
+
+
+def eval_summary(acc: float) -> dict:
+    from evaluation.tasks import BENCHMARKS
+
+    benchmarks = {b: {"acc": acc, "n": 3, "task": f"care_{b}"} for b in BENCHMARKS}
+    return {"benchmarks": benchmarks, "macro": acc, "model": "/x/hf_model", "prompt": "care"}
+
+
+def test_the_eval_stages_results_join_the_report_beside_the_papers_rows(tmp_path):
+    """A run's results.json (named in the spec, or at the stage's default <run folder>/eval/) becomes
+    the final table: the paper's rows, then one row per evaluated run; a foreign JSON is refused."""
+    care_eval = tmp_path / "care_eval.json"
+    care_eval.write_text(json.dumps(eval_summary(0.5)))
+    folder = tmp_path / "grpo_run"
+    (folder / "eval").mkdir(parents=True)
+    shutil.copy(GRPO_METRICS[0], folder / "metrics.jsonl")
+    (folder / "eval" / "results.json").write_text(json.dumps(eval_summary(0.25)))
+    runs = [load_run(spec("care", *CARE_METRICS, care_eval)), load_run(spec("grpo", folder))]
+    assert runs[0].evaluation["macro"] == 0.5 and runs[1].evaluation["macro"] == 0.25
+    index = build_report(runs, tmp_path / "out").index.read_text()
+    table = index[index.index("## Final evaluation"):]
+    assert "| +CARE (paper) | 74.7 |" in table
+    assert "| care | **50.0** |" in table and "| grpo | **25.0** |" in table and table.count("**50.00** |") == 1
+    foreign = tmp_path / "other.json"
+    foreign.write_text(json.dumps({"accuracy": 1}))
+    with pytest.raises(ReportInputError, match="not the eval stage's results.json"):
+        load_run(spec("care", *CARE_METRICS, foreign))
+    assert "## Final evaluation" not in build_report([care_run()], tmp_path / "none").index.read_text()

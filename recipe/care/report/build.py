@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.results import comparison_table
 from recipe.care.report.figures import PANELS, fmt, macro_average, signature_fit, val_core_series
 from recipe.care.report.load import Run
 
@@ -121,6 +122,10 @@ def build_report(runs: list[Run], out: Path, command: str | None = None, dpi: in
                   "Theory (binary rewards, one positive): A_raw(y+) = √K′, A_raw(y−) = −1/√K′. r: Pearson "
                   "correlation of each group's value with the theory; R²: 1 − SS_res/SS_tot with the theory as the "
                   "prediction (format rewards lower it). n/a: every point has the same K′.", "", *sig]
+    evaluated = {run.label: run.evaluation for run in runs if run.evaluation}
+    if evaluated:
+        lines += ["", "## Final evaluation (lmms-eval, `run_care.sh --stage eval`)", "",
+                  comparison_table(evaluated).rstrip()]
     lines += ["", "## Figures", "", *sections]
     if result.skipped:
         lines += ["## Skipped panels", ""]

@@ -6,7 +6,10 @@ A RUN argument is ``[label=]path[,path...]``; each path is
   ``{"step": int, "data": {metric: value}}`` per line), or
 - a folder: every such file in it (two levels down at most) plus any ``care_records/`` folder
   (``groups.jsonl``, ``repairs.jsonl`` from ``care.records``), or
-- a ``care_records`` folder itself.
+- a ``care_records`` folder itself, or
+- the eval stage's ``results.json`` (``run_care.sh --stage eval``: lmms-eval on the six
+  benchmarks), shown as the final table beside the paper's rows; a folder's own
+  ``eval/results.json`` (the stage's default output) is picked up too.
 
 Several paths make one run: a resumed run writes a second metrics file (the smoke's
 ``care-run1.jsonl`` + ``care-run2.jsonl``); steps are merged, a later file winning a step both have.
@@ -44,6 +47,7 @@ class Run:
     groups: list[dict] = field(default_factory=list)
     repairs: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    evaluation: dict | None = None  # the eval stage's results.json: {"benchmarks": {...}, "macro": float}
 
     @property
     def keys(self) -> set[str]:
@@ -135,10 +139,38 @@ def _looks_like_metrics(path: Path) -> bool:
         return False
 
 
+EVAL_RESULTS = "results.json"  # evaluation/results.py write_results
+
+
+def _is_eval_summary(data) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("benchmarks"), dict) and bool(data["benchmarks"]) \
+        and isinstance(data.get("macro"), (int, float)) \
+        and all(isinstance(v, dict) and {"acc", "n"} <= set(v) for v in data["benchmarks"].values())
+
+
+def _read_eval(path: Path, run: Run, strict: bool = True) -> None:
+    """The eval stage's summary; a foreign JSON file is an error when named, skipped when found in a folder."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if strict:
+            raise ReportInputError(f"{path}: not readable JSON ({exc})") from exc
+        return
+    if not _is_eval_summary(data):
+        if strict:
+            raise ReportInputError(f"{path}: not the eval stage's results.json "
+                                   f"({{\"benchmarks\": {{name: {{\"acc\", \"n\"}}}}, \"macro\": ...}})")
+        return
+    run.evaluation = data
+    run.sources.append(str(path))
+
+
 def _scan_folder(folder: Path, run: Run) -> None:
-    metrics, records = [], []
+    metrics, records, evals = [], [], []
     for depth in range(_MAX_DEPTH + 1):
         for path in sorted(folder.glob("/".join(["*"] * (depth + 1)))):
+            if path.is_file() and path.name == EVAL_RESULTS:
+                evals.append(path)
             if path.is_dir() and path.name == RECORDS_DIR:
                 records.append(path)
             elif path.is_file() and path.suffix == ".jsonl" and path.parent.name != RECORDS_DIR \
@@ -152,6 +184,8 @@ def _scan_folder(folder: Path, run: Run) -> None:
         _read_metrics(path, run)
     for path in records:
         _read_records(path, run)
+    for path in sorted(evals, key=lambda p: p.stat().st_mtime):  # the newest evaluation wins
+        _read_eval(path, run, strict=False)
 
 
 def parse_run_spec(spec: str) -> tuple[str | None, list[Path]]:
@@ -175,6 +209,8 @@ def load_run(spec: str) -> Run:
             raise ReportInputError(f"{path}: no such file or folder (run {run.label!r})")
         if path.is_dir():
             _scan_folder(path, run)
+        elif path.suffix == ".json":
+            _read_eval(path, run)
         else:
             _read_metrics(path, run)
     run.groups, run.repairs = _last_block_per_step(run.groups), _last_block_per_step(run.repairs)
