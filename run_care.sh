@@ -11,7 +11,7 @@
 #                                                         # MODEL_PATH, N_GPUS_PER_NODE, NNODES; writes a Hugging Face
 #                                                         # checkpoint at checkpoints/care-verl/sft_*/global_step_N/huggingface:
 #   MODEL_PATH=<that folder> bash run_care.sh ...         # then RL from it (--stage rl, the default)
-#   bash run_care.sh --stage eval CHECKPOINT [--backend vllm|qwen2_5_vl] [--out DIR] [...]  # lmms-eval, six benchmarks
+#   bash run_care.sh --stage eval CHECKPOINT [--backend vllm|qwen2_5_vl|qwen3_vl] [--device auto|cpu|cuda] [--out DIR] [...]  # lmms-eval, six benchmarks
 #
 # --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
 # vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
