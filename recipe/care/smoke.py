@@ -600,7 +600,7 @@ def run_eval_stage(python: str, ckpt: Path, bench_raw: Path, workdir: Path, fami
     (its own virtualenv, created on first use) runs the six look-alikes through its Hugging Face backend
     on CPU, greedy, with the trained prompt; writes ``<workdir>/eval/results.json`` and ``results.md``
     (``eval-<label>/`` for another ALGO or model family, so runs sharing a workdir keep their own)."""
-    out = workdir / ("eval" if label == "care" else f"eval-{label}")
+    out = eval_dir(workdir, label)
     shutil.rmtree(out, ignore_errors=True)
     backend = "qwen3_vl" if family == "qwen3-vl" else "qwen2_5_vl"
     cmd = [python, "-m", "evaluation.run_eval", str(ckpt), "--backend", backend, "--device", "cpu",
@@ -614,7 +614,13 @@ def run_eval_stage(python: str, ckpt: Path, bench_raw: Path, workdir: Path, fami
     return {**json.loads((out / "results.json").read_text()), "path": f"{out.name}/results.json"}
 
 
+def eval_dir(workdir: Path, run_tag: str) -> Path:
+    """Where a smoke run's eval stage writes: ``eval/`` for the default CARE run, ``eval-<tag>/`` else."""
+    return workdir / ("eval" if run_tag == "care" else f"eval-{run_tag}")
+
+
 def lmms_eval_venv_ready() -> bool:
+    """Whether evaluation/lmms_eval_venv.sh has finished a build (its stamp) at ``LMMS_EVAL_VENV``."""
     venv = Path(os.environ.get("LMMS_EVAL_VENV") or REPO / ".cache" / "lmms-eval-venv")
     if not venv.is_absolute():
         venv = REPO / venv
@@ -639,7 +645,7 @@ def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
         if not files:
             continue
         records = workdir / "checkpoints" / algo / "care_records"
-        evaluation = workdir / ("eval" if algo == "care" else f"eval-{algo}") / "results.json"  # run_eval_stage
+        evaluation = eval_dir(workdir, algo) / "results.json"
         spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else []),
                                                       *([evaluation] if evaluation.is_file() else [])])
         try:

@@ -19,17 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
-def venv_ready(venv: Path) -> bool:
-    return (venv / "bin" / "python").exists() and any(venv.glob(".care-verl-lmms-eval-*"))
-
-
 @pytest.fixture(scope="module")
 def lmms_python() -> str:
+    from recipe.care.smoke import lmms_eval_venv_ready
+
     if os.environ.get("LMMS_EVAL_PYTHON"):
         return os.environ["LMMS_EVAL_PYTHON"]
-    venv = Path(os.environ.get("LMMS_EVAL_VENV") or REPO / ".cache" / "lmms-eval-venv")
-    venv = venv if venv.is_absolute() else REPO / venv
-    if not venv_ready(venv) and os.environ.get("CI", "").lower() not in ("1", "true"):
+    if not lmms_eval_venv_ready() and os.environ.get("CI", "").lower() not in ("1", "true"):
         pytest.skip("no lmms-eval virtualenv (bash evaluation/lmms_eval_venv.sh creates it; CI always does)")
     # waits for a build in progress (CI's background one), or builds it
     proc = subprocess.run(["bash", str(REPO / "evaluation" / "lmms_eval_venv.sh")], cwd=REPO, capture_output=True,
