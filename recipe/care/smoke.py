@@ -22,8 +22,9 @@ What it does, with no GPU and no network:
    ``tests/data_prep``), saved with ``datasets.save_to_disk`` and turned into verl parquet by the
    real ``data_prep/build_mix.py``.
 3. **Training**: ``python -m recipe.care.main_care`` on verl's CPU platform
-   (``recipe.care.cpu``: gloo, FSDP engine on CPU, sdpa) with the CPU rollout
-   (``rollout.name=hf_cpu``), the ``care`` reward manager, RGR when ``recipe.care.rgr`` is installed;
+   (``recipe.care.cpu``: gloo, FSDP engine on CPU, sdpa) with verl's own vLLM rollout on vLLM's CPU
+   build (``rollout.name=vllm``, :mod:`recipe.care.cpu.vllm_cpu`), the ``care`` reward manager, RGR
+   when ``recipe.care.rgr`` is installed;
    steps 1..N-1 with a checkpoint at step N-1, then a second run that resumes from it and does step N.
    Each run validates after its last step on look-alikes of the six evaluation benchmarks
    (``data_prep/bench_fixtures.py`` through the real ``data_prep/build_bench.py``; the mix excludes
@@ -392,10 +393,12 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
     """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
     mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation."""
     from recipe.care.cpu import CPU_CONFIG_OVERRIDES
+    from recipe.care.cpu.vllm_cpu import VLLM_CPU_OVERRIDES
 
     external = external_modules()
     overrides = [
         *CPU_CONFIG_OVERRIDES,
+        *VLLM_CPU_OVERRIDES,
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files=[{','.join(train_files)}]",
         f"data.val_files=[{','.join([val_file, *bench_files])}]",
@@ -405,7 +408,6 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "data.dataloader_num_workers=0",
         "data.shuffle=true",
         f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
-        "actor_rollout_ref.rollout.name=hf_cpu",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.rollout.agent.num_workers=1",
@@ -532,6 +534,15 @@ HARMLESS = re.compile("|".join([
     r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
     # verl 0.9.1's SFT dataset and model loading use transformers 5.9's deprecated spellings
     r"Kwargs passed to `processor\.__call__` have to be in `processor_kwargs`", r"`torch_dtype` is deprecated!",
+    # vLLM's CPU build (recipe/care/cpu/vllm_cpu.py): what it says about the CPU and the settings a CPU
+    # run needs (sleep mode off, eager mode, weights by shared memory, the per-request sampling verl sends)
+    r"sleep mode is not supported on CPU, ignore it", r"Triton is installed, but doesn't include CPU backend",
+    r"Enforce eager set, disabling torch\.compile", r"Inductor compilation was disabled by user settings",
+    r"CPU backend doesn't allow to use `torch\.set_num_threads`", r"is not found in LD_PRELOAD",
+    r"No CUDA runtime is found, using CUDA_HOME", r"Passing raw prompts to InputProcessor is deprecated",
+    r"LoRA dynamic loading & unloading is enabled in the API server",
+    r"Default vLLM sampling parameters have been overridden by the model's `generation_config\.json`",
+    r"IPC is not supported on your devices\. Falling back to shared memory",
 ]))
 # Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
 NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
@@ -660,11 +671,24 @@ def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
     return result, runs
 
 
+def rollout_summary() -> str:
+    """Which engine sampled: the CPU run's rollout is verl's own vLLM server on vLLM's CPU build."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        engine = f"vLLM {version('vllm')}"
+    except PackageNotFoundError:
+        engine = "vLLM (version unknown)"
+    return (f"rollout: verl's vLLMHttpServer on {engine} (CPU build, recipe/care/cpu/vllm_cpu.py): training, RGR "
+            "repair and validation generations, a weight sync after every step")
+
+
 def print_summary(stages: list[str], result, runs: list, current: str, eval_results: dict | None = None) -> None:
     from recipe.care.report.summary import run_summary
 
     log("-" * 30 + " summary " + "-" * 30)
     log("stages: " + "; ".join(stages))
+    log(rollout_summary())
     for run in sorted(runs, key=lambda r: r.label != current):  # this run first, then the ones overlaid
         for i, line in enumerate(run_summary(run)):
             log(("" if i == 0 else "  ") + line)

@@ -8,6 +8,9 @@ with the released checkpoints, only the network is small.
 Every builder caches its output in a directory (default ``$CARE_VERL_CACHE`` or
 ``~/.cache/care-verl``) keyed by its arguments, so a test session pays the ~10 s vocabulary
 conversion once.
+
+The text models default to two attention heads of 32 (one KV head): vLLM's CPU attention kernels
+take head sizes 32, 64, 80, ... only, and the CPU tests and smoke sample through vLLM.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def _text_config_kwargs(hidden_size: int, num_layers: int, num_heads: int, num_k
     )
 
 
-def tiny_qwen2_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+def tiny_qwen2_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, num_kv_heads: int = 1,
                    seed: int = 0) -> Path:
     """A random ``Qwen2ForCausalLM`` with the Qwen2.5 tokenizer, saved like a hub checkpoint."""
     spec = dict(kind="qwen2", h=hidden_size, l=num_layers, nh=num_heads, kv=num_kv_heads, seed=seed, v=1)
@@ -163,7 +166,7 @@ def tiny_qwen2_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 
     return _cached_dir("tiny-qwen2", spec, build)
 
 
-def tiny_qwen25_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+def tiny_qwen25_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, num_kv_heads: int = 1,
                        vision_hidden: int = 32, vision_depth: int = 2, seed: int = 0,
                        min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 64) -> Path:
     """A random ``Qwen2_5_VLForConditionalGeneration`` plus a real Qwen2.5-VL processor.
@@ -237,7 +240,7 @@ def qwen3_tokenizer_dir() -> Path:
     return _cached_dir("qwen3-vl-tokenizer", {"v": 1}, _build_qwen3_tokenizer_files)
 
 
-def tiny_qwen3_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+def tiny_qwen3_vl_dir(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2, num_kv_heads: int = 1,
                       vision_hidden: int = 32, vision_depth: int = 2, seed: int = 0,
                       min_pixels: int = 32 * 32 * 4, max_pixels: int = 32 * 32 * 64) -> Path:
     """A random ``Qwen3VLForConditionalGeneration`` plus a real Qwen3-VL processor (tokenizer, template).

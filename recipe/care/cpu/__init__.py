@@ -1,4 +1,4 @@
-"""CPU platform for verl 0.9.1: device ``cpu``, collectives on gloo, sdpa attention, CPU rollout.
+"""CPU platform for verl 0.9.1: device ``cpu``, collectives on gloo, sdpa attention, vLLM's CPU build.
 
 verl 0.9.1 registers only NVIDIA, Ascend and AMD platforms and registers its FSDP engines for
 cuda/npu only, so its real trainer cannot run on a machine without an accelerator. This plugin adds
@@ -24,8 +24,9 @@ What :func:`install` changes (written against verl 0.9.1):
   (transformer_impl.py:462); pinning needs a CUDA driver, so the policy is made unpinned;
 - ``ResourcePoolManager._check_resource_available`` counts only GPU/NPU node resources
   (single_controller/ray/base.py:227) although the pools ask for the platform's resource: counts CPUs;
-- ``rollout.name=hf_cpu``: transformers generation behind verl's rollout replica interface
-  (:mod:`recipe.care.cpu.rollout`);
+- ``rollout.name=vllm``: verl's own vLLM server and ``ServerAdapter`` on vLLM's CPU build, through a
+  replica that needs no GPU ids and binds loopback (:mod:`recipe.care.cpu.vllm_cpu`; its rollout
+  overrides are :data:`recipe.care.cpu.vllm_cpu.VLLM_CPU_OVERRIDES`);
 - attention: verl's HF model config defaults to flash-attention 2
   (verl/workers/config/model.py:185); :data:`CPU_CONFIG_OVERRIDES` gives the override to pass.
 """
@@ -271,10 +272,10 @@ def install() -> None:
             ResourcePoolManager._check_resource_available
         )
 
-    # rollout.name=hf_cpu: transformers generation behind verl's replica/adapter interface.
-    from recipe.care.cpu.rollout import register as register_cpu_rollout
+    # rollout.name=vllm: verl's vLLM server on vLLM's CPU build (no GPU ids, loopback, oneDNN off).
+    from recipe.care.cpu.vllm_cpu import register as register_vllm_on_cpu
 
-    register_cpu_rollout()
+    register_vllm_on_cpu()
     _INSTALLED = True
 
 

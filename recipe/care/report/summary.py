@@ -74,7 +74,9 @@ def run_summary(run: Run) -> list[str]:
     _, gap = run.series("training/rollout_probs_diff_max")
     if gap:
         _, mean_gap = run.series("training/rollout_probs_diff_mean")
+        _, syncs = run.series("timing_s/update_weights")
         lines.append(f"sampler vs policy: max |p_rollout - p_actor| = {fmt(max(gap), 2)}"
                      + (f", mean {fmt(sum(mean_gap) / len(mean_gap), 2)}" if mean_gap else "")
-                     + " (training/rollout_probs_diff_*)")
+                     + " (training/rollout_probs_diff_*)"
+                     + (f"; {len(syncs)} weight syncs, {fmt(sum(syncs) / len(syncs), 2)} s each" if syncs else ""))
     return lines
