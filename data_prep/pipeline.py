@@ -24,7 +24,7 @@ from data_prep.records import (BENCH_PARQUET, CHARTQA_SUBSETS, EXCLUDE_COLUMNS, 
 from data_prep.report import ReconciliationError, Report
 from data_prep.schema import (CHARTQA, DATA_SOURCES, DUPLICATE_ACROSS, DUPLICATE_WITHIN, GEOMETRY3K, MISSING_FIELD,
                               OUTPUT_SCHEMA, TEST_OVERLAP, UNREADABLE_FILE, VIRL39K)
-from data_prep.sources import (ParquetSplit, SourceError, SplitTable, Unreadable, check_columns, exclude_kind,
+from data_prep.sources import (BadRow, ParquetSplit, SourceError, SplitTable, Unreadable, check_columns, exclude_kind,
                                open_tabular, open_virl)
 from data_prep.writer import HoldOut, ShardWriter
 
@@ -157,6 +157,10 @@ def record_batches(source: str, table: SplitTable, batch_size: int, build, limit
         else:
             records = []
             for k, row in enumerate(chunk):
+                if isinstance(row, BadRow):
+                    records.append(Record(source, _fallback_id(source, table.split, index + k), table.split,
+                                          drop=(row.reason, row.detail)))
+                    continue
                 try:
                     records.append(build(row, table.split, index + k))
                 except Exception as exc:  # a cell of an unexpected type: this row is bad, not the run
