@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 
 from data_prep.report import ReconciliationError
 from data_prep.sources import SourceError
@@ -70,6 +71,20 @@ def quiet_libraries() -> None:
 
     datasets.disable_progress_bars()
     huggingface_hub.utils.disable_progress_bars()
+
+
+@contextmanager
+def datasets_bars_off():
+    """datasets' progress bars off inside the block (``save_to_disk`` prints one per split), then as before."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
 
 
 def _split_summary(report, out_dir: str) -> str:
