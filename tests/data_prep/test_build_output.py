@@ -239,3 +239,39 @@ def test_benchmark_fixtures_save_quietly(tmp_path, capfd):
 
     save_benchmarks(str(tmp_path / "bench"))
     assert "Saving the dataset" not in capfd.readouterr().err
+
+
+# ---- the same folder handling in build_sft.py and build_bench.py -------------------------------
+def sft_builder(tmp_path):
+    import sft_fixtures
+    from data_prep.build_sft import main as sft_main
+
+    paths = sft_fixtures.build(str(tmp_path / "sft_in"))
+    return lambda out: sft_main(sft_fixtures.build_args(paths, str(out), "--workers", "1"))
+
+
+def bench_builder(tmp_path):
+    from data_prep.bench_fixtures import save_benchmarks
+    from data_prep.build_bench import main as bench_main
+
+    paths = save_benchmarks(str(tmp_path / "bench_in"))
+    args = [a for name, path in paths.items() for a in (f"--{name.replace('_', '-')}", path)]
+    return lambda out: bench_main(args + ["--out", str(out), "--no-progress", "--workers", "1"])
+
+
+@pytest.mark.parametrize("prog, builder", [("build_sft", sft_builder), ("build_bench", bench_builder)])
+def test_other_builders_stage_their_output_too(prog, builder, tmp_path, capsys, monkeypatch):
+    run_it = builder(tmp_path)
+    out = tmp_path / "out"
+    out.write_text("a file")
+    assert run_it(out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: --out {out} is a file") and "Traceback" not in err
+    out.unlink()
+    fail_on_write(monkeypatch, 2)
+    assert run_it(out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".out.")]
+    monkeypatch.undo()
+    assert run_it(out) == 0 and (out / "report.json").is_file()
