@@ -148,16 +148,18 @@ def existing_outputs(out: str, patterns: tuple[str, ...]) -> list[str]:
 
 def check_out_dir(out: str, overwrite: bool, patterns: tuple[str, ...]) -> None:
     """Before any work: --out is a folder or absent, and an earlier build in it goes only with --overwrite."""
-    if os.path.exists(out) and not os.path.isdir(out):
+    path = os.path.expanduser(out)
+    if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"--out {out} is a file, not a folder: give a folder path (it is created if absent)")
-    existing = existing_outputs(out, patterns) if os.path.isdir(out) else []
+    existing = existing_outputs(path, patterns) if os.path.isdir(path) else []
     if existing and not overwrite:
         what = "a build" if REPORT_NAME in existing else f"an incomplete build (no {REPORT_NAME})"
         raise OutputError(f"--out {out} already holds {what} ({existing[0]}, ...); pass --overwrite to replace it")
 
 
 def write_failure(out: str, exc: OSError) -> OutputError:
-    fix = {errno.ENOSPC: "free some space or choose another --out", errno.EDQUOT: "free some quota or choose another --out",
+    fix = {errno.ENOSPC: "free some space or choose another --out",
+           errno.EDQUOT: "free some quota or choose another --out",
            errno.EFBIG: "use a smaller --shard-size or another filesystem"}.get(exc.errno, "choose a writable --out")
     where = f" ({exc.filename})" if exc.filename else ""
     return OutputError(f"--out {out}: cannot write the build: {exc.strerror or exc}{where}; nothing was written "
@@ -173,7 +175,8 @@ def staged_output(out: str, overwrite: bool, patterns: tuple[str, ...]):
     replaces. The caller writes ``report.json`` into the stage last; it is moved in last as well.
     """
     check_out_dir(out, overwrite, patterns)
-    target = os.path.abspath(os.path.expanduser(out))
+    # realpath: a symlinked --out is built beside the folder it points to (its filesystem), not replaced
+    target = os.path.realpath(os.path.expanduser(out))
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         stage = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=os.path.dirname(target))

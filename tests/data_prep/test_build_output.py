@@ -193,6 +193,16 @@ def test_overwrite_replaces_every_earlier_file_and_keeps_other_files(mix_inputs,
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+def test_a_symlinked_out_stays_a_link_to_the_build(mix_inputs, tmp_path):
+    real = tmp_path / "disk" / "mix"
+    real.mkdir(parents=True)
+    link = tmp_path / "mix"
+    link.symlink_to(real)
+    assert run(mix_inputs["paths"], link, *GEO) == 0
+    assert link.is_symlink() and (real / "report.json").is_file()
+    assert sorted(os.listdir(tmp_path / "disk")) == ["mix"]
+
+
 def test_build_folder_gets_the_usual_permissions(mix_inputs, tmp_path):
     out = tmp_path / "out"
     assert run(mix_inputs["paths"], out, *GEO) == 0
