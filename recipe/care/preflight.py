@@ -3,7 +3,8 @@
 Without them these surface minutes later, deep inside a Ray actor (verl-integration.md, "What a GPU
 run meets"): a broken flash-attn breaks ``import verl`` in every actor; ``wandb.init`` raises
 without credentials after the model has loaded; a missing shard or a mistyped model path fails in
-the task runner. Every check is a pure function returning a list of messages (empty = fine), so
+the task runner; an interrupted or empty data build (no report.json, 0 training rows) fails in the
+dataloader. Every check is a pure function returning a list of messages (empty = fine), so
 each message is tested on its own; :func:`preflight` applies them to a composed config.
 ``run_care.sh`` (through ``recipe.care.main_care``) runs all of them; ``--dry-run`` runs all but
 the GPU checks (packages that only a GPU node needs, GPU count).
