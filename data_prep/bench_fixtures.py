@@ -169,11 +169,14 @@ def save_benchmarks(root: str, bad: bool = False) -> dict[str, str]:
     """Write the six look-alikes under ``root``; returns {benchmark: path} for build_bench's inputs."""
     import datasets
 
+    from data_prep.cli import datasets_bars_off
+
     paths = {}
-    for name, (make, split) in ROWS.items():
-        path = os.path.join(root, name)
-        features = _features(name)
-        rows = [{k: r.get(k) for k in features} for r in make(bad)]
-        datasets.DatasetDict({split: datasets.Dataset.from_list(rows, features=features)}).save_to_disk(path)
-        paths[name] = path
+    with datasets_bars_off():  # six saves of a few rows: a bar each is noise in the smoke's console
+        for name, (make, split) in ROWS.items():
+            path = os.path.join(root, name)
+            features = _features(name)
+            rows = [{k: r.get(k) for k in features} for r in make(bad)]
+            datasets.DatasetDict({split: datasets.Dataset.from_list(rows, features=features)}).save_to_disk(path)
+            paths[name] = path
     return paths

@@ -24,16 +24,17 @@ if not __package__:  # run as a script: import the package from the repo root, n
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.path.insert(0, _repo)
 
-from data_prep.cli import run_build  # noqa: E402
+from data_prep.cli import HelpFormatter, add_run_flags, run_build  # noqa: E402
 from data_prep.bench import DEFAULT_SOURCES, OPTIONAL_COLUMNS, RECORD_BUILDERS, REQUIRED_COLUMNS  # noqa: E402
 from data_prep.pipeline import WorkerPool, _bar, _counted, verify_files, record_batches, usable_cpus  # noqa: E402
 from data_prep.process import WorkerConfig, process_batch  # noqa: E402
 from data_prep.report import Report  # noqa: E402
 from data_prep.schema import BENCH_SCHEMA, BENCHMARKS, MATHVISION  # noqa: E402
 from data_prep.sources import SourceError, check_columns, open_tabular  # noqa: E402
-from data_prep.writer import ShardWriter  # noqa: E402
+from data_prep.writer import REPORT_NAME, ShardWriter, staged_output  # noqa: E402
 
 MATHVISION_SPLITS = ("test", "testmini")
+OUTPUT_GLOBS = tuple(f"{b}.parquet" for b in BENCHMARKS) + ("report.json", "dropped.jsonl")
 
 
 @dataclass
@@ -76,26 +77,21 @@ def open_benchmarks(opts: BenchOptions) -> dict:
 
 def build_bench(opts: BenchOptions) -> Report:
     tables = open_benchmarks(opts)
-    os.makedirs(opts.out, exist_ok=True)
-    outputs = [os.path.join(opts.out, f"{b}.parquet") for b in BENCHMARKS] + \
-        [os.path.join(opts.out, n) for n in ("report.json", "dropped.jsonl")]
-    existing = [p for p in outputs if os.path.exists(p)]
-    if existing and not opts.overwrite:
-        raise SourceError(f"--out {opts.out} already holds a build ({os.path.basename(existing[0])}, ...); "
-                          f"pass --overwrite to replace it")
-    for path in existing:
-        os.remove(path)
+    with staged_output(opts.out, opts.overwrite, OUTPUT_GLOBS) as stage:
+        return _build_into(stage, opts, tables)
 
+
+def _build_into(stage: str, opts: BenchOptions, tables: dict) -> Report:
     cfg = WorkerConfig(max_pixels=opts.max_pixels, max_prompt_tokens=opts.max_prompt_tokens,
                        keep_text_only=True, tokenizer=opts.tokenizer)
     writers = {}
-    with open(os.path.join(opts.out, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
+    with open(os.path.join(stage, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
         report = Report(opts.benchmarks, dropped_log)
         report.settings = {k: v for k, v in asdict(opts).items() if k != "progress"}
         pool = WorkerPool(opts.workers)
         try:
             for name in opts.benchmarks:
-                writers[name] = ShardWriter(opts.out, name, file_name=f"{name}.parquet", schema=BENCH_SCHEMA)
+                writers[name] = ShardWriter(stage, name, file_name=f"{name}.parquet", schema=BENCH_SCHEMA)
                 wanted = REQUIRED_COLUMNS[name] + OPTIONAL_COLUMNS[name]
                 for table in tables[name]:
                     batches = _counted(record_batches(name, table, opts.batch_size, RECORD_BUILDERS[name],
@@ -117,13 +113,13 @@ def build_bench(opts: BenchOptions) -> Report:
                       "rows": {n: w.rows_written for n, w in writers.items()},
                       "by_source": {n: {"rows": w.rows_written} for n, w in writers.items()}}
     report.check(written_rows=written)
-    report.write_json(os.path.join(opts.out, "report.json"))
+    report.write_json(os.path.join(stage, REPORT_NAME))
     return report
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build_bench.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     src = p.add_argument_group("inputs (a datasets save_to_disk folder, a parquet file or folder, or a hub id)")
     for name in BENCHMARKS:
         hub_id, config, split = DEFAULT_SOURCES[name]
@@ -139,12 +135,12 @@ def parser() -> argparse.ArgumentParser:
                      help="drop rows whose prompt exceeds this many tokens (0 = keep all: the benchmark's n)")
     flt.add_argument("--tokenizer", default=None, metavar="PATH", help="tokenizer folder for --max-prompt-tokens")
     run = p.add_argument_group("execution")
-    run.add_argument("--out", required=True, metavar="DIR")
-    run.add_argument("--overwrite", action="store_true")
-    run.add_argument("--workers", type=int, default=usable_cpus())
-    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
+    run.add_argument("--workers", type=int, default=usable_cpus(), help="processes decoding and resizing images")
+    run.add_argument("--batch-size", type=int, default=16, help="rows per worker task")
     run.add_argument("--limit", type=int, default=0, help="first N rows of each benchmark (smoke runs)")
-    run.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_flags(run)
     return p
 
 
@@ -157,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers, batch_size=args.batch_size, limit=args.limit, overwrite=args.overwrite,
         progress=args.progress)
     return run_build("build_bench", build_bench, opts, args.out, summary=lambda report, out: (
-        f"wrote {sum(report.outputs['rows'].values())} rows to {out} (details: report.json, dropped.jsonl)"))
+        f"wrote {sum(report.outputs['rows'].values())} rows to {out} (details: report.json, dropped.jsonl)"),
+        debug=args.debug)
 
 
 if __name__ == "__main__":

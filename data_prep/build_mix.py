@@ -18,7 +18,8 @@ if not __package__:  # run as a script: import the package from the repo root, n
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     sys.path.insert(0, _repo)
 
-from data_prep.cli import add_image_and_dedup_args, add_output_and_execution_args, csv, run_build  # noqa: E402
+from data_prep.cli import (HelpFormatter, add_image_and_dedup_args, add_output_and_execution_args, csv,  # noqa: E402
+                           run_build)
 from data_prep.pipeline import DEFAULT_IDS, BuildOptions, build  # noqa: E402
 from data_prep.records import CHARTQA_SUBSETS  # noqa: E402
 from data_prep.schema import CHARTQA, DATA_SOURCES, GEOMETRY3K, VIRL39K  # noqa: E402
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + " Writes train-NNNNN.parquet shards, val.parquet, report.json "
         "(counts per source and drop reason; read = kept + dropped is checked) and dropped.jsonl "
         "(one line per dropped row) into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_argument_group("inputs (a local path or a Hugging Face hub id)")
     src.add_argument("--chartqa", default=DEFAULT_IDS[CHARTQA], metavar="PATH_OR_ID",
@@ -77,13 +78,14 @@ def parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> BuildOptions:
     values = vars(args).copy()
+    values.pop("debug")
     values["keep_text_only"] = values.pop("text_only") == "keep"
     return BuildOptions(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_build("build_mix", build, options_from_args(args), args.out)
+    return run_build("build_mix", build, options_from_args(args), args.out, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ def read_ref(ref: tuple, store: ImageStore | None) -> bytes:
 
 def decode(data: bytes) -> Image.Image:
     """Fully decode (``load`` catches truncated files, not only bad headers) and sanity-check."""
+    if not data:
+        raise ImageError(CORRUPT_IMAGE, "cannot decode: the image is 0 bytes")
     try:
         image = Image.open(io.BytesIO(data))
         image.load()

@@ -24,9 +24,9 @@ from data_prep.records import (BENCH_PARQUET, CHARTQA_SUBSETS, EXCLUDE_COLUMNS, 
 from data_prep.report import ReconciliationError, Report
 from data_prep.schema import (CHARTQA, DATA_SOURCES, DUPLICATE_ACROSS, DUPLICATE_WITHIN, GEOMETRY3K, MISSING_FIELD,
                               OUTPUT_SCHEMA, TEST_OVERLAP, UNREADABLE_FILE, VIRL39K)
-from data_prep.sources import (ParquetSplit, SourceError, SplitTable, Unreadable, check_columns, exclude_kind,
+from data_prep.sources import (BadRow, ParquetSplit, SourceError, SplitTable, Unreadable, check_columns, exclude_kind,
                                open_tabular, open_virl)
-from data_prep.writer import HoldOut, ShardWriter
+from data_prep.writer import REPORT_NAME, HoldOut, MAX_VAL_FRACTION, ShardWriter, staged_output
 
 DEFAULT_IDS = {CHARTQA: "HuggingFaceM4/ChartQA", GEOMETRY3K: "hiyouga/geometry3k", VIRL39K: "TIGER-Lab/ViRL39K"}
 OUTPUT_GLOBS = ("train-*.parquet", "val.parquet", "report.json", "dropped.jsonl")
@@ -127,16 +127,6 @@ def open_inputs(opts: BuildOptions) -> Inputs:
     return Inputs(training, excludes, store)
 
 
-def prepare_out_dir(out: str, overwrite: bool) -> None:
-    os.makedirs(out, exist_ok=True)
-    existing = sorted(p for pattern in OUTPUT_GLOBS for p in glob.glob(os.path.join(out, pattern)))
-    if existing and not overwrite:
-        raise SourceError(f"--out {out} already holds a build ({os.path.basename(existing[0])}, ...); "
-                          f"pass --overwrite to replace it")
-    for path in existing:
-        os.remove(path)
-
-
 def _fallback_id(source: str, split: str, index: int) -> str:
     return f"row{index}" if source == VIRL39K else f"{split}/{index}"
 
@@ -157,6 +147,10 @@ def record_batches(source: str, table: SplitTable, batch_size: int, build, limit
         else:
             records = []
             for k, row in enumerate(chunk):
+                if isinstance(row, BadRow):
+                    records.append(Record(source, _fallback_id(source, table.split, index + k), table.split,
+                                          drop=(row.reason, row.detail)))
+                    continue
                 try:
                     records.append(build(row, table.split, index + k))
                 except Exception as exc:  # a cell of an unexpected type: this row is bad, not the run
@@ -247,20 +241,24 @@ def index_excludes(inputs: Inputs, pool: WorkerPool, cfg: WorkerConfig, report: 
 
 
 def build(opts: BuildOptions) -> Report:
-    """Run the whole build; raises SourceError (bad input/options) or ReconciliationError (a bug)."""
+    """Run the whole build; raises SourceError (bad input/options, an unusable --out, nothing to train
+    on) or ReconciliationError (a bug). The build appears in ``opts.out`` complete or not at all."""
     _validate(opts)
     inputs = open_inputs(opts)
-    prepare_out_dir(opts.out, opts.overwrite)
+    with staged_output(opts.out, opts.overwrite, OUTPUT_GLOBS) as stage:
+        return _build_into(stage, opts, inputs)
 
+
+def _build_into(stage: str, opts: BuildOptions, inputs: Inputs) -> Report:
     cfg = WorkerConfig(max_pixels=opts.max_pixels, max_prompt_tokens=opts.max_prompt_tokens,
                        keep_text_only=opts.keep_text_only, tokenizer=opts.tokenizer, store=inputs.store)
-    train = ShardWriter(opts.out, "train", opts.shard_size)
+    train = ShardWriter(stage, "train", opts.shard_size)
     holdout = HoldOut(opts.val_size, opts.seed, train)
     dedup = DedupIndex(opts.hash_distance)
     builders = {CHARTQA: partial(RECORD_BUILDERS[CHARTQA], subset=opts.chartqa_subset),
                 GEOMETRY3K: RECORD_BUILDERS[GEOMETRY3K], VIRL39K: RECORD_BUILDERS[VIRL39K]}
 
-    with open(os.path.join(opts.out, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
+    with open(os.path.join(stage, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
         report = Report(opts.sources, dropped_log)
         report.settings = {k: v for k, v in asdict(opts).items() if k != "progress"}
         pool = WorkerPool(opts.workers)
@@ -278,11 +276,42 @@ def build(opts: BuildOptions) -> Report:
         finally:
             pool.close()
 
-    return finish(opts.out, report, train, holdout, opts.sources)
+    labels = {source: f"--{source} {getattr(opts, source)}" for source in opts.sources}
+    return finish(stage, report, train, holdout, labels)
 
 
-def finish(out: str, report: Report, train: ShardWriter, holdout: HoldOut, sources: list[str]) -> Report:
-    """Write the hold-out, close and re-read every file, reconcile the report, write report.json."""
+def source_warnings(report: Report, labels: dict[str, str]) -> list[str]:
+    """One line per source that contributed no row, naming it and why (what was read, what dropped it)."""
+    lines = []
+    for source, counts in report.sources.items():
+        if counts.kept == 0:
+            lines.append(f"{labels.get(source, source)} yielded 0 rows ({_read_and_drops(counts)})")
+    return lines
+
+
+def _read_and_drops(counts) -> str:
+    reasons = sorted(((n, r) for r, n in counts.dropped.items() if n), reverse=True)
+    dropped = ", ".join(f"{n} {r}" for n, r in reasons[:3]) + (", ..." if len(reasons) > 3 else "")
+    return f"{counts.read} read" + (f", dropped: {dropped}" if dropped else "")
+
+
+def finish(out: str, report: Report, train: ShardWriter, holdout: HoldOut, labels: dict[str, str]) -> Report:
+    """Cap and write the hold-out, close and re-read every file, reconcile the report, write report.json.
+
+    ``labels``: source -> how the user named it (``--chartqa PATH``), for the warnings and errors.
+    Raises SourceError when no training row is left: an empty training set is not a build.
+    """
+    sources = list(report.sources)
+    report.warnings += source_warnings(report, labels)
+    requested = holdout.size
+    capped = holdout.cap(MAX_VAL_FRACTION)
+    if capped is not None:
+        report.warnings.append(f"--val-size {requested} would leave too few training rows of the {holdout.seen} "
+                               f"kept; holding out {capped} ({MAX_VAL_FRACTION:.0%} at most) instead")
+    if train.rows_written == 0:
+        raise SourceError("no training rows: " + "; ".join(
+            f"{labels.get(s, s)}: {_read_and_drops(report.sources[s])}" for s in sources)
+            + ". Check those inputs (and --limit), or relax the filters that dropped the rows")
     val = ShardWriter(out, "val", file_name="val.parquet", schema=train.schema)
     holdout.write(val)
     train_files, val_files = train.close(), val.close()
@@ -293,7 +322,7 @@ def finish(out: str, report: Report, train: ShardWriter, holdout: HoldOut, sourc
                       "val_files": [os.path.basename(p) for p, _ in val_files],
                       "train_rows": train.rows_written, "val_rows": val.rows_written, "by_source": by_source}
     report.check(written_rows=written)
-    report.write_json(os.path.join(out, "report.json"))
+    report.write_json(os.path.join(out, REPORT_NAME))
     return report
 
 

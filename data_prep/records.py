@@ -73,6 +73,8 @@ def _hf_image_ref(value) -> ImageRef | None:
             return ("bytes", value["bytes"])
         if value.get("path"):
             return ("file", value["path"])
+        if value.get("bytes") is not None:  # present but 0 bytes: a corrupt image, not an absent one
+            return ("bytes", b"")
         return None
     if isinstance(value, (bytes, bytearray)):
         return ("bytes", bytes(value))

@@ -29,6 +29,7 @@ class Report:
         self.dropped_log = dropped_log  # open text file: one JSON line per dropped row
         self.outputs: dict = {}
         self.settings: dict = {}
+        self.warnings: list[str] = []  # printed by the CLI, kept in report.json
 
     def read(self, source: str, rows: int = 1) -> None:
         self.sources[source].read += rows
@@ -79,7 +80,7 @@ class Report:
         }
         return {"sources": sources, "totals": totals, "excluded_test_splits": self.excluded,
                 "outputs": {k: v for k, v in self.outputs.items() if k != "by_source"},
-                "settings": self.settings}
+                "warnings": self.warnings, "settings": self.settings}
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as fh:

@@ -13,14 +13,14 @@ from functools import partial
 
 from data_prep.cold_start import cold_start_record, process_sft_batch
 from data_prep.dedup import DedupIndex
-from data_prep.pipeline import (Inputs, WorkerPool, _admit, _bar, _counted, bench_excludes, check_counts, check_names, finish,
-                                index_excludes, prepare_out_dir, record_batches, usable_cpus)
+from data_prep.pipeline import (OUTPUT_GLOBS, Inputs, WorkerPool, _admit, _bar, _counted, bench_excludes, check_counts,
+                                check_names, finish, index_excludes, record_batches, usable_cpus)
 from data_prep.process import WorkerConfig
 from data_prep.records import EXCLUDE_COLUMNS
 from data_prep.report import Report
 from data_prep.schema import SFT_SCHEMA, SFT_SUBSETS
 from data_prep.sources import SourceError, check_columns, exclude_kind, open_tabular, open_vision_r1_cold
-from data_prep.writer import HoldOut, ShardWriter
+from data_prep.writer import HoldOut, ShardWriter, staged_output
 
 DEFAULT_ID = "Osilly/Vision-R1-cold"
 
@@ -65,15 +65,18 @@ def build_sft(opts: SftOptions) -> Report:
     excludes += bench_excludes(opts.exclude_bench)
     for kind, table in excludes:
         check_columns([table], EXCLUDE_COLUMNS[kind], table.label)
-    prepare_out_dir(opts.out, opts.overwrite)
+    with staged_output(opts.out, opts.overwrite, OUTPUT_GLOBS) as stage:
+        return _build_into(stage, opts, cold, excludes)
 
+
+def _build_into(stage: str, opts: SftOptions, cold, excludes: list) -> Report:
     cfg = WorkerConfig(max_pixels=opts.max_pixels, max_prompt_tokens=0, keep_text_only=opts.keep_text_only,
                        tokenizer=opts.tokenizer, max_sequence_tokens=opts.max_length)
-    train = ShardWriter(opts.out, "train", opts.shard_size, schema=SFT_SCHEMA)
+    train = ShardWriter(stage, "train", opts.shard_size, schema=SFT_SCHEMA)
     holdout = HoldOut(opts.val_size, opts.seed, train)
     dedup = DedupIndex(opts.hash_distance)
 
-    with open(os.path.join(opts.out, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
+    with open(os.path.join(stage, "dropped.jsonl"), "w", encoding="utf-8") as dropped_log:
         report = Report(opts.subsets, dropped_log)
         report.settings = {k: v for k, v in asdict(opts).items() if k != "progress"}
         pool = WorkerPool(opts.workers)
@@ -91,4 +94,4 @@ def build_sft(opts: SftOptions) -> Report:
         finally:
             pool.close()
 
-    return finish(opts.out, report, train, holdout, opts.subsets)
+    return finish(stage, report, train, holdout, {subset: cold.tables[subset].label for subset in opts.subsets})

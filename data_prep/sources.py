@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from data_prep.images import ImageStore
 from data_prep.records import REQUIRED_COLUMNS
-from data_prep.schema import BENCHMARK, CHARTQA, GEOMETRY3K, VIRL39K
+from data_prep.schema import BENCHMARK, CHARTQA, GEOMETRY3K, UNDECODABLE_TEXT, UNREADABLE_FILE, VIRL39K
 
 VIRL_PARQUET = "39Krelease.parquet"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -35,6 +35,45 @@ class Unreadable:
     detail: str
 
 
+@dataclass
+class BadRow:
+    """One row that could not be turned into Python values (a text cell that is not UTF-8): dropped alone."""
+
+    reason: str
+    detail: str
+
+
+def rows_of(batch) -> list[dict | BadRow]:
+    """An Arrow batch/table as row dicts; a row that cannot be converted becomes a :class:`BadRow`.
+
+    Converting the whole batch is the fast path; a failure there (one invalid UTF-8 string raises for
+    the whole batch) falls back to row by row, so a bad cell costs its own row, not its batch.
+    """
+    try:
+        return batch.to_pylist()
+    except Exception:
+        pass
+    rows = []
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            rows.append(row.to_pylist()[0])
+        except Exception as exc:
+            rows.append(_bad_row(row, exc))
+    return rows
+
+
+def _bad_row(row, exc: Exception) -> BadRow:
+    reason = UNDECODABLE_TEXT if isinstance(exc, UnicodeDecodeError) else UNREADABLE_FILE
+    bad_columns = []
+    for name in row.schema.names:
+        try:
+            row.column(name).to_pylist()
+        except Exception:
+            bad_columns.append(name)
+    return BadRow(reason, f"column(s) {', '.join(bad_columns) or '?'}: {type(exc).__name__}: {exc}")
+
+
 class SplitTable:
     """One split of one input: its columns, its length, and its rows in batches of dicts."""
 
@@ -43,7 +82,7 @@ class SplitTable:
     columns: list[str]
     num_rows: int
 
-    def batches(self, batch_size: int, columns: list[str]) -> Iterator[list[dict] | Unreadable]:
+    def batches(self, batch_size: int, columns: list[str]) -> Iterator[list[dict | BadRow] | Unreadable]:
         raise NotImplementedError
 
 
@@ -59,7 +98,7 @@ class DatasetSplit(SplitTable):
         # Arrow format: no feature decoding, so images stay {"bytes", "path"} structs.
         table = self.dataset.select_columns(columns).with_format("arrow")
         for start in range(0, self.num_rows, batch_size):
-            yield table[start:start + batch_size].to_pylist()
+            yield rows_of(table[start:start + batch_size])
 
 
 class ParquetSplit(SplitTable):
@@ -87,7 +126,7 @@ class ParquetSplit(SplitTable):
                 expected, done = pfile.metadata.row_group(group).num_rows, 0
                 try:
                     for batch in pfile.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
-                        rows = batch.to_pylist()
+                        rows = rows_of(batch)
                         done += len(rows)
                         yield rows
                 except Exception as exc:

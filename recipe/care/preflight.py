@@ -3,7 +3,8 @@
 Without them these surface minutes later, deep inside a Ray actor (verl-integration.md, "What a GPU
 run meets"): a broken flash-attn breaks ``import verl`` in every actor; ``wandb.init`` raises
 without credentials after the model has loaded; a missing shard or a mistyped model path fails in
-the task runner. Every check is a pure function returning a list of messages (empty = fine), so
+the task runner; an interrupted or empty data build (no report.json, 0 training rows) fails in the
+dataloader. Every check is a pure function returning a list of messages (empty = fine), so
 each message is tested on its own; :func:`preflight` applies them to a composed config.
 ``run_care.sh`` (through ``recipe.care.main_care``) runs all of them; ``--dry-run`` runs all but
 the GPU checks (packages that only a GPU node needs, GPU count).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import netrc
 import os
 import re
@@ -76,6 +78,41 @@ def check_data(files: Iterable[str], what: str = "data") -> list[str]:
         return [f"{what} file(s) missing: {shown}; build them with `python data_prep/build_mix.py --out DIR` "
                 f"and set DATA_DIR=DIR"]
     return []
+
+
+# data_prep's builders write report.json last (into a staging folder moved into place on success), so a
+# folder with the shards but without a report is an interrupted or failed build.
+BUILD_REPORT = "report.json"
+
+
+def check_build(files: Iterable[str], what: str = "training data") -> list[str]:
+    """Each folder holding ``files`` is a complete data_prep build: a report.json that lists those
+    files and counts more than 0 training rows. Run after :func:`check_data` (files that exist)."""
+    files = list(files)
+    problems = []
+    for folder in sorted({str(Path(f).parent) for f in files}):
+        rebuild = f"rebuild it: `python data_prep/build_mix.py --out {folder} --overwrite ...`"
+        report_path = Path(folder) / BUILD_REPORT
+        if not report_path.is_file():
+            problems.append(f"{what} folder {folder} has no {BUILD_REPORT}, so it is not a complete build "
+                            f"(interrupted or failed): {rebuild}")
+            continue
+        try:
+            outputs = json.loads(report_path.read_text(encoding="utf-8"))["outputs"]
+            listed, rows = list(outputs["train_files"]), int(outputs["train_rows"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{what} folder {folder}: {BUILD_REPORT} is not a build report "
+                            f"({type(exc).__name__}: {exc}): {rebuild}")
+            continue
+        if rows <= 0:
+            problems.append(f"{what} folder {folder} holds 0 training rows ({BUILD_REPORT}): {rebuild} with more "
+                            f"input rows (a larger --limit) or a smaller --val-size")
+            continue
+        foreign = [Path(f).name for f in files if str(Path(f).parent) == folder and Path(f).name not in listed]
+        if foreign:
+            problems.append(f"{what} file(s) {', '.join(foreign[:3])} in {folder} are not part of the build its "
+                            f"{BUILD_REPORT} describes ({', '.join(listed[:3])}): {rebuild}")
+    return problems
 
 
 def wandb_has_credentials(environ: Mapping[str, str], netrc_path: str | os.PathLike | None = None) -> bool:
@@ -151,7 +188,9 @@ def preflight(config, gpu: bool, environ: Mapping[str, str] | None = None,
 
                 gpu_count = torch.cuda.device_count
             problems += check_gpus(int(config.trainer.n_gpus_per_node), int(gpu_count()))
-    problems += check_data(_list(config.data.train_files), "training data")
+    train_files = _list(config.data.train_files)
+    missing_train = check_data(train_files, "training data")
+    problems += missing_train or check_build(train_files, "training data")
     if config.trainer.get("test_freq", -1) not in (None, -1, 0) or config.trainer.get("val_before_train", False):
         problems += check_data(_list(config.data.val_files), "validation data")
     problems += check_wandb(_list(config.trainer.logger), environ, netrc_path)

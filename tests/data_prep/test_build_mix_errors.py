@@ -106,13 +106,15 @@ def test_text_only_rows_can_be_dropped(mix_inputs, tmp_path):
     assert all(row["images"] for row in pq.read_table(out / "train-00000.parquet").to_pylist())
 
 
-def test_prompt_budget_drops_rows_over_it(mix_inputs, tmp_path):
+def test_prompt_budget_drops_rows_over_it(mix_inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    # Each drawn triangle is ~25 visual tokens; the instruction alone ~90 estimated tokens.
+    # Each drawn triangle is ~25 visual tokens; the instruction alone ~90 estimated tokens: every row
+    # is over, which leaves nothing to train on (an error naming the input and the count).
     assert run(mix_inputs["paths"], out, "--sources", "geometry3k", "--max-prompt-tokens", "60",
-               "--val-size", "0") == 0
-    report = json.loads((out / "report.json").read_text())["sources"]["geometry3k"]
-    assert report["dropped"]["over_budget"] == report["read"] == 6
+               "--val-size", "0") == 2
+    err = capsys.readouterr().err
+    assert "no training rows" in err and "--geometry3k" in err and "6 read, dropped: 6 over_budget" in err
+    assert_no_output(out)
 
 
 @pytest.mark.parametrize("entry", [["data_prep/build_mix.py"], ["-m", "data_prep.build_mix"]])

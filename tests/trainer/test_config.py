@@ -86,6 +86,8 @@ def test_unknown_algo_is_a_clear_error():
 def test_run_care_sh_dry_run_prints_accepted_config(algo, tmp_path):
     for name in ("train-00000.parquet", "val.parquet"):  # the dry run's preflight checks the files exist
         (tmp_path / name).write_bytes(b"x")
+    # ... and that they are a complete build (report.json, data_prep's completion marker)
+    (tmp_path / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
     proc = subprocess.run(
         ["bash", str(REPO / "run_care.sh"), "--dry-run", "trainer.total_training_steps=3"],
         cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable,
@@ -137,8 +139,9 @@ def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
     mix, bench = tmp_path / "mix", tmp_path / "benchdir"
     for folder, names in ((mix, ("train-00000", "val")), (bench, BENCH_FILES)):
         folder.mkdir()
-        for name in names:  # the preflight only checks that the files exist
+        for name in names:  # the preflight only checks that the files exist (and the mix's report.json)
             (folder / f"{name}.parquet").write_bytes(b"")
+    (mix / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable, "DATA_DIR": str(mix)}
     proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run"], cwd=REPO,
                           env={**env, "BENCH_DIR": str(bench)}, capture_output=True, text=True, timeout=120)

@@ -1,5 +1,6 @@
 """recipe/care/preflight.py: one clear line per problem, before Ray starts (issue 11)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -85,11 +86,57 @@ def test_model_path_local_folder_or_hub_id(tmp_path):
     assert pf.check_model_path("Qwen/Qwen2.5-VL-7B-Instruct", {"HF_HUB_OFFLINE": "1"}, hub_cached=lambda r: True) == []
 
 
+def _build_folder(folder, train_rows=5, report=True, train_files=("train-00000.parquet",)):
+    """A folder shaped like a data_prep build (the preflight reads report.json, not the parquet)."""
+    folder.mkdir(exist_ok=True)
+    for name in (*train_files, "val.parquet"):
+        (folder / name).write_bytes(b"x")
+    if report:
+        (folder / "report.json").write_text(json.dumps({"outputs": {
+            "train_files": list(train_files), "val_files": ["val.parquet"], "train_rows": train_rows, "val_rows": 1}}))
+    return [str(folder / name) for name in train_files]
+
+
+def test_a_folder_without_a_build_report_is_refused(tmp_path):
+    files = _build_folder(tmp_path, report=False)
+    (msg,) = pf.check_build(files)
+    assert str(tmp_path) in msg and "no report.json" in msg and "build_mix.py" in msg and "--overwrite" in msg
+    assert pf.check_build(_build_folder(tmp_path)) == []
+
+
+def test_a_build_with_no_training_rows_is_refused(tmp_path):
+    (msg,) = pf.check_build(_build_folder(tmp_path, train_rows=0))
+    assert "0 training rows" in msg and str(tmp_path) in msg and "--val-size" in msg
+
+
+def test_a_broken_report_or_a_file_from_elsewhere_is_refused(tmp_path):
+    files = _build_folder(tmp_path)
+    (tmp_path / "train-00001.parquet").write_bytes(b"x")  # left over from an earlier build
+    (msg,) = pf.check_build([*files, str(tmp_path / "train-00001.parquet")])
+    assert "train-00001.parquet" in msg and "not part of the build" in msg
+    (tmp_path / "report.json").write_text('{"outputs": ')
+    (msg,) = pf.check_build(files)
+    assert "report.json is not a build report" in msg
+
+
+def test_a_real_build_passes_and_its_shards_are_what_the_report_lists(tmp_path):
+    sys.path.insert(0, str(REPO / "tests" / "data_prep"))
+    try:
+        import mix_fixtures
+    finally:
+        sys.path.remove(str(REPO / "tests" / "data_prep"))
+    from data_prep.build_mix import main
+
+    paths = mix_fixtures.build_all(str(tmp_path / "in"))["paths"]
+    out = tmp_path / "out"
+    assert main(mix_fixtures.build_args(paths, str(out), "--workers", "1", "--sources", "geometry3k")) == 0
+    assert pf.check_build(sorted(str(p) for p in out.glob("train-*.parquet"))) == []
+
+
 # ---- on a composed config ---------------------------------------------------------------------
 def _data(tmp_path):
-    for name in ("train-00000.parquet", "val.parquet"):
-        (tmp_path / name).write_bytes(b"x")
-    return [f"data.train_files=[{tmp_path / 'train-00000.parquet'}]", f"data.val_files={tmp_path / 'val.parquet'}"]
+    (train,) = _build_folder(tmp_path)
+    return [f"data.train_files=[{train}]", f"data.val_files={tmp_path / 'val.parquet'}"]
 
 
 def test_preflight_on_config_runs_gpu_checks_only_when_asked(tmp_path):
@@ -129,6 +176,14 @@ def test_run_care_sh_dry_run_stops_on_missing_data_before_ray(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("preflight:")]
     assert any("training data file(s) missing" in line and "build_mix.py" in line for line in lines), proc.stderr
+    assert "Traceback" not in proc.stderr and "config accepted" not in proc.stdout
+
+
+def test_run_care_sh_dry_run_refuses_a_build_without_training_rows(tmp_path):
+    _build_folder(tmp_path, train_rows=0)
+    proc = _run_care(["--dry-run"], {"DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert any(line.startswith("preflight:") and "0 training rows" in line for line in proc.stderr.splitlines())
     assert "Traceback" not in proc.stderr and "config accepted" not in proc.stdout
 
 

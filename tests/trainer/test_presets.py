@@ -79,6 +79,7 @@ def test_every_preset_validates_with_verl(algo):
 def _dry_run(tmp_path, args, env_extra=None):
     for name in ("train-00000.parquet", "val.parquet"):
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable, "DATA_DIR": str(tmp_path),
            **(env_extra or {})}
     proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run", *args], cwd=REPO, env=env,
