@@ -17,9 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
-# A quick mode takes 2-40 s on the shared 2-core machine (the verl-engine ones are the slow end); the
+# A quick mode takes 2-40 s on a quiet 2-core machine and up to ~90 s while other jobs share it; the
 # bound catches a quick mode that has grown into a real run, not a slow machine.
-QUICK_TIMEOUT_S = 150
+QUICK_TIMEOUT_S = 200
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(QUICK_TIMEOUT_S + 30)]
 
 # Files in benchmarks/ with no --quick run here: the reason, and where they are checked instead.
