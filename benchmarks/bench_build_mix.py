@@ -1,6 +1,7 @@
 """Throughput and memory of data_prep/build_mix.py on a synthetic 10,000-row input.
 
     python benchmarks/bench_build_mix.py [--rows 10000] [--workers N]
+    python benchmarks/bench_build_mix.py --quick     # 200 rows, 2 workers, seconds (what the test runs)
 
 Builds ChartQA-, Geometry3K- and ViRL39K-like inputs (parquet folders, a ViRL folder with
 39Krelease.parquet + images.zip; every question distinct so nothing is deduplicated away; 5% of
@@ -101,7 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="synthetic input rows in all")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="pool size of the measured run")
+    parser.add_argument("--quick", action="store_true", help="200 rows, 2 workers")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.workers = 200, 2
     with tempfile.TemporaryDirectory(prefix="bench_build_mix_") as root:
         t0 = time.perf_counter()
         paths = make_inputs(root, args.rows)

@@ -1,9 +1,10 @@
 """Cost of ``care.records``: CARE's advantage step with the per-group / per-repair records on vs off.
 
     python benchmarks/bench_records.py [--prompts 128 --n 8 --length 2048 --hidden 3584 --repeat 9] [--trainer] [--inline]
+    python benchmarks/bench_records.py --quick --trainer    # tiny shape, seconds (what the test runs)
 
-"off" = what the trainer runs every step: ``compute_care_sequence_advantages`` +
-``compute_region_weighted_token_advantages`` (benchmarks/bench_advantage.py's ``care_step``).
+"off" = the core of the trainer's advantage step: ``compute_care_sequence_advantages`` +
+``compute_region_weighted_token_advantages`` on a synthetic padded batch (``make_batch``).
 "on" = the same plus what ``CarePPOTrainer._write_care_records`` adds: handing the step's tensors to
 ``RecordsWriter.submit``, whose thread runs ``build_group_records``, ``build_repair_records`` (an RGR
 outcome on every mixed group, its failure replaced by a reflected row) and the append of both JSON
@@ -25,10 +26,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-from bench_advantage import make_batch  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from recipe.care.core_algos import (CareConfig, compute_care_sequence_advantages,  # noqa: E402
                                     compute_region_weighted_token_advantages)
@@ -37,6 +37,31 @@ from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build
 
 RGR_SETTINGS = {"selector": "lexical", "mode": "rederive",
                 "cue": "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"}
+
+
+def make_batch(prompts: int, n: int, length: int, hidden: int, seed: int = 0) -> dict:
+    """Padded tensors as the advantage step holds them: all-correct, mixed and all-wrong groups, rows of
+    one group scattered as verl's balance step leaves them, think span ~80% of each response."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = prompts * n
+    p_correct = torch.rand(prompts, generator=gen).repeat_interleave(n)
+    acc = (torch.rand(batch, generator=gen) < p_correct).long()
+    fmt = (torch.rand(batch, generator=gen) < 0.9).float()
+    resp_len = torch.randint(length // 8, length + 1, (batch,), generator=gen)
+    positions = torch.arange(length)
+    response_mask = (positions < resp_len.unsqueeze(1)).float()
+    think_end = (resp_len.float() * 0.8).long()
+    think_mask = (positions >= 3) & (positions < think_end.unsqueeze(1))
+    answer_mask = (positions >= think_end.unsqueeze(1) + 4) & (positions < resp_len.unsqueeze(1) - 4)
+    token_level_rewards = torch.zeros(batch, length)
+    token_level_rewards[torch.arange(batch), resp_len - 1] = 0.9 * acc.float() + 0.1 * fmt
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(batch))
+    index = np.array([f"uid-{i // n}" for i in range(batch)], dtype=object)[order.numpy()]
+    acc = acc[order]  # a row keeps its group's accuracy when the rows are reordered
+    return dict(token_level_rewards=token_level_rewards, response_mask=response_mask, index=index, acc=acc,
+                think_mask=think_mask, answer_mask=answer_mask, think_len=think_mask.sum(1),
+                answer_len=answer_mask.sum(1), response_len=resp_len,
+                think_emb=torch.randn(batch, hidden, generator=gen), logp_sum=-torch.rand(batch, generator=gen) * resp_len)
 
 
 def add_rgr(b: dict, n: int) -> None:
@@ -158,7 +183,10 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true", help="build and write on the step's thread (no background)")
     parser.add_argument("--trainer", action="store_true",
                         help="also time the trainer's whole advantage step (needs verl and the Qwen2.5 tokenizer)")
+    parser.add_argument("--quick", action="store_true", help="8 prompts x 8 x 256 tokens, H=64, 2 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.length, args.hidden, args.repeat = 8, 256, 64, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     b = make_batch(args.prompts, args.n, args.length, args.hidden)

@@ -6,7 +6,7 @@
 #   LMMS_EVAL_VLLM=1 bash evaluation/lmms_eval_venv.sh   # GPU node: also vLLM (brings its own torch)
 #
 # LMMS_EVAL_VENV [.cache/lmms-eval-venv]  PYTHON [python3]
-# Pins (../shared/docs/evaluation.md, seen on a clean lmms-eval 0.7.3 install): filelock<4 (4.x lacks
+# Pins (docs/evaluation.md, seen on a clean lmms-eval 0.7.3 install): filelock<4 (4.x lacks
 # filelock._api), math-verify==0.9.0 (latex2sympy2 drags it to 0.1.0, which fails on import),
 # Levenshtein (MathVista), decord (the qwen2_5_vl / qwen3_vl backends).
 set -euo pipefail
