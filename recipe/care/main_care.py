@@ -102,22 +102,27 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), algo: str = "car
     try:
         return _compose([*ALGO_OVERRIDES[algo], *overrides])
     except HydraException as exc:
-        raise CareConfigError(unknown_key_message(list(overrides), algo) or one_line(exc)) from exc
+        raise CareConfigError(override_error_message(list(overrides), algo) or one_line(exc)) from exc
 
 
-def unknown_key_message(overrides: list[str], algo: str) -> str | None:
-    """For an override that changes a key the config lacks: that key and the keys its parent has.
+def override_error_message(overrides: list[str], algo: str) -> str | None:
+    """The override hydra refused, named: one it cannot parse, or one that changes a key the config lacks
+    (with the keys its parent has).
 
-    hydra's own message only suggests ``+key=value``, which for a ``care.*`` typo swaps one error for
-    another; the parent's keys show the intended spelling.
+    hydra's parse error does not say which override it is, and for an unknown key it only suggests
+    ``+key=value``, which for a ``care.*`` typo swaps one error for another.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException:
-        return None  # a syntax error: hydra's message names the override
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except HydraException as exc:
+            return (f"cannot parse the override {override!r} ({one_line(exc)}); "
+                    "lists are key=[a,b]; quote a value with spaces or special characters")
     tree = OmegaConf.to_container(_compose(ALGO_OVERRIDES[algo]), resolve=False)
     for override in parsed:
         if override.is_add() or override.is_force_add() or override.package is not None:

@@ -133,3 +133,8 @@ def test_unknown_key_lists_its_parent_keys():
     with pytest.raises(CareConfigError, match=r"unknown key care.rescue.gama; .*gamma") as err:
         compose_config(["care.rescue.gama=0.2"])
     assert "+care" not in str(err.value)  # adding a care key is an error too: no such hint
+
+
+def test_unparsable_override_is_named():
+    with pytest.raises(CareConfigError, match=r"cannot parse the override 'data.train_files=\['"):
+        compose_config(["trainer.total_epochs=2", "data.train_files=["])
