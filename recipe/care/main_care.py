@@ -32,9 +32,6 @@ CARE_TRAINER, BASELINE_TRAINER = "care_sync", "care_baseline_sync"
 # The advantage estimator each trainer runs: the CARE trainer owns its advantage step (the `care`
 # registration only makes the name valid), the baselines run verl's GRPO estimator.
 TRAINER_ESTIMATOR = {CARE_TRAINER: "care", BASELINE_TRAINER: "grpo"}
-# Every ALGO shares CARE's reward (recipe/care/reward_manager.py): its `acc` feeds CARE's
-# advantages, DAPO's group filter and val-core/macro/acc.
-CARE_REWARD_MANAGER = "care"
 _BASELINE = [f"trainer.v1.trainer_mode={BASELINE_TRAINER}", f"algorithm.adv_estimator={TRAINER_ESTIMATOR[BASELINE_TRAINER]}",
              "care.rgr.enable=false"]
 ALGO_OVERRIDES: dict[str, list[str]] = {
@@ -440,10 +437,12 @@ USAGE = f"""usage: python -m recipe.care.main_care [--algo {'|'.join(ALGO_OVERRI
 
 bash run_care.sh is the usual way in (data shards, environment defaults): bash run_care.sh --help"""
 
-# What a bad command line or config raises before anything starts: reported as one line, exit 2.
-# verl's validate_config asserts and raises ValueError/TypeError naming the key; hydra and
-# omegaconf raise their own kinds; VerlVersionError is an ImportError.
 def _launch_errors() -> tuple[type[BaseException], ...]:
+    """What a bad command line or config raises before anything starts: reported as one line, exit 2.
+
+    verl's validate_config asserts and raises ValueError/TypeError naming the key; hydra and
+    omegaconf raise their own kinds; VerlVersionError is an ImportError.
+    """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
