@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CARE (or a baseline) on a paper backbone with the data_prep/build_mix.py mix, through verl 0.9.1.
 #
-#   bash run_care.sh [--model PRESET] [--dry-run] [key=value ...]   # any verl/CARE hydra override passes through
+#   bash run_care.sh [--model PRESET] [--dry-run] [--skip-preflight] [--debug] [key=value ...]  # any verl/CARE hydra override
 #   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
@@ -12,6 +12,7 @@
 #                                                         # checkpoint at checkpoints/care-verl/sft_*/global_step_N/huggingface:
 #   MODEL_PATH=<that folder> bash run_care.sh ...         # then RL from it (--stage rl, the default)
 #   bash run_care.sh --stage eval CHECKPOINT [--backend vllm|qwen2_5_vl|qwen3_vl] [--device auto|cpu|cuda] [--out DIR] [...]  # lmms-eval, six benchmarks
+#   bash run_care.sh --help                               # this text (--smoke --help, --stage eval --help: theirs)
 #
 # --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
 # vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
@@ -23,7 +24,9 @@
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
 #   BENCH_DIR [unset] (data_prep/build_bench.py's six parquets: also validate on them, greedy, val-core/macro/acc)
 #   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
-#   PYTHON [python3, or .venv-ci/bin/python]
+#   PYTHON [python3, or .venv-ci/bin/python]  CARE_DEBUG [unset; 1 = same as --debug]
+# A bad option, ALGO, preset or key=value stops before Ray with one line naming it and the fix (exit 2);
+# --debug (or CARE_DEBUG=1) shows the Python traceback instead.
 # Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
 # credentials and the model path, one line per problem (--dry-run: all but the GPU checks;
 # --skip-preflight: none). Step metrics: <trainer.default_local_dir>/metrics.jsonl (verl's file logger).
@@ -41,6 +44,11 @@ LOGGER="${LOGGER:-[\"console\",\"file\"]}"
 PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# The header comment above is the usage text.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+# One line naming the input and the fix, exit 2 (as recipe/care/main_care.py reports bad input).
+usage_error() { echo "run_care.sh: $1 (bash run_care.sh --help)" >&2; exit 2; }
 
 # Interpreter: $PYTHON, else python3 when it has the recipe's dependencies (verl; `import recipe.care`
 # alone succeeds from this folder whatever is installed), else the virtualenv that `bash .ci/run`
@@ -70,14 +78,18 @@ smoke=0
 model=""
 stage=rl
 dry_run=0
+help=0
+presets="qwen2.5-vl-3b|qwen2.5-vl-7b|qwen3-vl-8b"
 while (($# > 0)); do
   case "$1" in
     --smoke) smoke=1 ;;
-    --model) model="${2:?--model needs a preset name}"; shift ;;
+    --model) (($# > 1)) || usage_error "--model needs a preset name: $presets"; model="$2"; shift ;;
     --model=*) model="${1#--model=}" ;;
-    --stage) stage="${2:?--stage needs sft or rl}"; shift ;;
+    --stage) (($# > 1)) || usage_error "--stage needs sft, rl or eval"; stage="$2"; shift ;;
     --stage=*) stage="${1#--stage=}" ;;
     --dry-run) dry_run=1; args+=("$1") ;;
+    --debug) export CARE_DEBUG=1 ;;
+    -h|--help) help=1; args+=("$1") ;;  # kept for --smoke, whose own --help lists its options
     *) args+=("$1") ;;
   esac
   shift
@@ -90,9 +102,13 @@ if ((smoke == 1)); then
   exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
 fi
 
+if ((help == 1)); then
+  usage
+  exit 0
+fi
+
 if [[ "$stage" != rl && "$stage" != sft ]]; then
-  echo "run_care.sh: --stage must be sft, rl (the default) or eval (first: --stage eval CHECKPOINT), got '$stage'" >&2
-  exit 2
+  usage_error "--stage must be sft, rl (the default) or eval (first: --stage eval CHECKPOINT), got '$stage'"
 fi
 
 if [[ "$stage" == sft ]]; then
@@ -102,7 +118,7 @@ if [[ "$stage" == sft ]]; then
   sft_model="${model:-qwen2.5-vl-7b}"
   SFT_EXPERIMENT_NAME="${SFT_EXPERIMENT_NAME:-sft_$(echo "$sft_model" | tr '.-' '__')}"
   # The preset's model (recipe/care/presets.py) unless MODEL_PATH is set.
-  MODEL_PATH="${MODEL_PATH:-$("$PYTHON" -c "import sys; from recipe.care.presets import get_preset; print(get_preset(sys.argv[1]).model_path)" "$sft_model")}"
+  MODEL_PATH="${MODEL_PATH:-$("$PYTHON" -m recipe.care.presets model-path "$sft_model")}"
   shopt -s nullglob
   sft_shards=("$SFT_DATA_DIR"/train-*.parquet)
   shopt -u nullglob

@@ -28,7 +28,12 @@ CONFIG_NAME = "care_trainer"
 # and seq-mean-token-mean aggregation, no KL.
 # RGR is off for baselines: its agent-loop manager is installed by the shared config.
 # trainer care_baseline_sync: verl's sync trainer plus val-core/macro/acc (recipe/care/trainer.py).
-_BASELINE = ["trainer.v1.trainer_mode=care_baseline_sync", "algorithm.adv_estimator=grpo", "care.rgr.enable=false"]
+CARE_TRAINER, BASELINE_TRAINER = "care_sync", "care_baseline_sync"
+# The advantage estimator each trainer runs: the CARE trainer owns its advantage step (the `care`
+# registration only makes the name valid), the baselines run verl's GRPO estimator.
+TRAINER_ESTIMATOR = {CARE_TRAINER: "care", BASELINE_TRAINER: "grpo"}
+_BASELINE = [f"trainer.v1.trainer_mode={BASELINE_TRAINER}", f"algorithm.adv_estimator={TRAINER_ESTIMATOR[BASELINE_TRAINER]}",
+             "care.rgr.enable=false"]
 ALGO_OVERRIDES: dict[str, list[str]] = {
     "care": [],
     "grpo": [*_BASELINE],
@@ -62,20 +67,73 @@ _RESCUE_KEYS = {"enable": "rescue", "gamma": "rescue_gamma", "normalize": "rescu
 _RESERVED_CARE_BLOCKS = ("rgr", "records")
 
 
+# The trainer each ALGO runs, read off its overrides (the yaml's default is the CARE trainer).
+ALGO_TRAINER = {algo: BASELINE_TRAINER if f"trainer.v1.trainer_mode={BASELINE_TRAINER}" in overrides else CARE_TRAINER
+                for algo, overrides in ALGO_OVERRIDES.items()}
+
+
 class CareConfigError(ValueError):
     pass
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (hydra's and verl's messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), algo: str = "care") -> DictConfig:
     """The composed (unresolved) config for ``algo`` with the user's hydra overrides applied last."""
     if algo not in ALGO_OVERRIDES:
         raise CareConfigError(f"unknown ALGO {algo!r}; choose one of {', '.join(ALGO_OVERRIDES)}")
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name=CONFIG_NAME, overrides=[*ALGO_OVERRIDES[algo], *overrides])
+    try:
+        return _compose([*ALGO_OVERRIDES[algo], *overrides])
+    except HydraException as exc:
+        raise CareConfigError(override_error_message(list(overrides), algo) or one_line(exc)) from exc
+
+
+def override_error_message(overrides: list[str], algo: str) -> str | None:
+    """The override hydra refused, named: one it cannot parse, or one that changes a key the config lacks
+    (with the keys its parent has).
+
+    hydra's parse error does not say which override it is, and for an unknown key it only suggests
+    ``+key=value``, which for a ``care.*`` typo swaps one error for another.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except HydraException as exc:
+            return (f"cannot parse the override {override!r} ({one_line(exc)}); "
+                    "lists are key=[a,b]; quote a value with spaces or special characters")
+    tree = OmegaConf.to_container(_compose(ALGO_OVERRIDES[algo]), resolve=False)
+    for override in parsed:
+        if override.is_add() or override.is_force_add() or override.package is not None:
+            continue
+        node, parts = tree, override.key_or_group.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                key, parent = ".".join(parts[: depth + 1]), ".".join(parts[:depth])
+                known = ", ".join(node) if isinstance(node, dict) else f"none ({parent} is not a block)"
+                # care.* keys are all known to CareConfig: adding one is an error too
+                hint = "" if parts[0] == "care" else f"; a key verl accepts but the yaml lacks takes a +: +{key}=..."
+                return f"unknown key {key}; known: {known}{hint}"
+            node = node[part]
+    return None
 
 
 def care_config_from_omegaconf(block) -> "CareConfig":  # noqa: F821
@@ -144,7 +202,74 @@ def validate_care_config(config: DictConfig) -> None:
     except (TypeError, ValueError) as exc:
         problems.append(f"care.records: {exc}")
     if problems:
-        raise CareConfigError("invalid CARE config:\n  - " + "\n  - ".join(problems))
+        raise CareConfigError("invalid CARE config: " + "; ".join(problems))
+
+
+def _algos_running(trainer_mode: str) -> str:
+    return "ALGO=" + "|".join(algo for algo, mode in ALGO_TRAINER.items() if mode == trainer_mode)
+
+
+def validate_algorithm(config: DictConfig) -> None:
+    """The trainer and advantage estimator are the ones the ALGO runs; the estimator is one verl registered.
+
+    verl looks the estimator up at the first advantage step, after the model has loaded on the GPUs.
+    """
+    import recipe.care.adv_estimator  # noqa: F401  registers `care`
+
+    registry = require_verl_attr("verl.trainer.ppo.core_algos", "ADV_ESTIMATOR_REGISTRY")
+    pairs = ", ".join(f"{_algos_running(mode)} runs {est}" for mode, est in TRAINER_ESTIMATOR.items())
+    mode = config.trainer.v1.trainer_mode
+    if mode not in TRAINER_ESTIMATOR:
+        raise CareConfigError(f"trainer.v1.trainer_mode={mode!r} is not one of the recipe's trainers ("
+                              + ", ".join(f"{m} for {_algos_running(m)}" for m in TRAINER_ESTIMATOR)
+                              + "): drop the override and choose the algorithm with ALGO")
+    estimator, needed = config.algorithm.adv_estimator, TRAINER_ESTIMATOR[mode]
+    if estimator not in registry:
+        raise CareConfigError(f"unknown algorithm.adv_estimator {estimator!r} (registered: {', '.join(sorted(registry))}); "
+                              f"{_algos_running(mode)} runs {needed}: drop the override")
+    if estimator != needed:
+        raise CareConfigError(f"algorithm.adv_estimator={estimator!r} but {_algos_running(mode)} runs {needed} "
+                              f"({pairs}): drop the override, or choose another ALGO")
+
+
+def validate_reward(config: DictConfig) -> None:
+    """The reward manager (and custom reward function) resolve the way verl's reward loop will resolve them,
+    and compute CARE's reward, whose ``acc`` every ALGO reads (CARE's advantages, DAPO's group filter,
+    val-core/macro/acc). Without a ``reward.custom_reward_function``, that means CARE's reward manager."""
+    from recipe.care.reward_manager import REGISTRY_NAME, CareRewardManager  # registers `care`
+
+    require_verl_attr("verl.experimental.reward_loop.reward_manager", "register")  # verl's own managers register
+    registry = require_verl_attr("verl.experimental.reward_loop.reward_manager.registry", "REWARD_MANAGER")
+    resolve_reward_manager_cls, get_custom_reward_fn = require_verl_attr(
+        "verl.trainer.ppo.reward", "resolve_reward_manager_cls", "get_custom_reward_fn")
+    manager = config.reward.reward_manager
+    source, name = manager.get("source", "register"), manager.get("name")
+    fix = (f"use reward.reward_manager.name={REGISTRY_NAME} (or add "
+           "reward.custom_reward_function.path=recipe/care/reward_manager.py)")
+    if source == "register" and name not in registry:
+        raise CareConfigError(f"unknown reward.reward_manager.name {name!r} (registered: {', '.join(sorted(registry))}); {fix}")
+    if source == "importlib":
+        path = (manager.get("module") or {}).get("path")
+        if not path or not os.path.isfile(str(path)):
+            raise CareConfigError(f"reward.reward_manager.module.path={path!r} is not a file "
+                                  f"(reward.reward_manager.source=importlib loads the class {name!r} from it)")
+    elif source != "register":
+        raise CareConfigError(f"reward.reward_manager.source={source!r}: must be register or importlib")
+    try:
+        manager_cls = resolve_reward_manager_cls(config)
+    except Exception as exc:  # verl executes the named file: anything it raises is the config's problem
+        raise CareConfigError(f"reward.reward_manager ({source} {name!r}): {one_line(exc)}") from exc
+    custom = (config.reward.get("custom_reward_function") or {}).get("path")
+    if custom:
+        if not os.path.isfile(str(custom)):
+            raise CareConfigError(f"reward.custom_reward_function.path={custom!r} is not a file")
+        try:
+            get_custom_reward_fn(config)
+        except Exception as exc:
+            raise CareConfigError(f"reward.custom_reward_function ({custom}): {one_line(exc)}") from exc
+    elif manager_cls is not CareRewardManager:
+        raise CareConfigError(f"reward.reward_manager.name={name!r} does not compute CARE's reward "
+                              f"(the verifier's acc, which every ALGO reads): {fix}")
 
 
 def to_verl_dataclasses(config: DictConfig) -> dict:
@@ -187,12 +312,18 @@ def validate_policy_loss(config: DictConfig) -> None:
 
 
 def validate(config: DictConfig) -> None:
-    """verl's own start-up validation (as verl.trainer.main_ppo.main does) plus CARE's checks."""
+    """The recipe's checks, then verl's own start-up validation (as verl.trainer.main_ppo.main does).
+
+    The recipe's come first: verl's validate_config prints that all checks passed, which must not
+    precede a recipe error.
+    """
+    validate_algorithm(config)
+    validate_reward(config)
+    validate_care_config(config)
+    validate_policy_loss(config)
     need_critic, need_reference_policy = require_verl_attr("verl.trainer.ppo.utils", "need_critic", "need_reference_policy")
     validate_config = require_verl_attr("verl.utils.config", "validate_config")
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    validate_care_config(config)
-    validate_policy_loss(config)
     to_verl_dataclasses(config)
 
 
@@ -262,11 +393,21 @@ def keep_previous_metrics(path: str) -> str | None:
     return f"{stem}.{k}{ext}"
 
 
-def run(config: DictConfig) -> None:
+def prepare_launch(config: DictConfig) -> None:
+    """The device verl detects, then every start-up check (raises on a bad config; starts nothing)."""
     auto_set_device = require_verl_attr("verl.utils.device", "auto_set_device")
-    run_ppo = require_verl_attr("verl.trainer.main_ppo", "run_ppo")
     auto_set_device(config)
     validate(config)
+
+
+def run(config: DictConfig) -> None:
+    prepare_launch(config)
+    launch(config)
+
+
+def launch(config: DictConfig) -> None:
+    """Start verl's task runner on a config :func:`prepare_launch` accepted."""
+    run_ppo = require_verl_attr("verl.trainer.main_ppo", "run_ppo")
     metrics = set_file_logger_path(config)
     if metrics:
         os.makedirs(os.path.dirname(metrics), exist_ok=True)
@@ -280,6 +421,32 @@ def run(config: DictConfig) -> None:
 # --preflight-only: run every check (GPU ones included) and stop; --skip-preflight: launch without them.
 # main() takes them out of argv before parse_args.
 PREFLIGHT_FLAGS = ("--preflight-only", "--skip-preflight")
+DEBUG_FLAG, DEBUG_ENV = "--debug", "CARE_DEBUG"
+HELP_FLAGS = ("-h", "--help")
+
+USAGE = f"""usage: python -m recipe.care.main_care [--algo {'|'.join(ALGO_OVERRIDES)}] [--model PRESET] [--dry-run]
+                                     [--preflight-only | --skip-preflight] [--debug] [key=value ...]
+
+  --algo NAME        the algorithm (default: $ALGO, else care); baselines share CARE's data, reward and budget
+  --model PRESET     recipe/care/presets.py: qwen2.5-vl-3b | qwen2.5-vl-7b | qwen3-vl-8b
+  --dry-run          validate and print the composed config; starts no Ray (preflight: all but the GPU checks)
+  --preflight-only   run the start-up checks, GPU ones included, and stop
+  --skip-preflight   launch without the start-up checks
+  --debug            a bad input shows its Python traceback (also {DEBUG_ENV}=1); otherwise one line, exit 2
+  key=value          any verl/CARE hydra override (+key=value adds a key verl accepts but the yaml lacks)
+
+bash run_care.sh is the usual way in (data shards, environment defaults): bash run_care.sh --help"""
+
+def _launch_errors() -> tuple[type[BaseException], ...]:
+    """What a bad command line or config raises before anything starts: reported as one line, exit 2.
+
+    verl's validate_config asserts and raises ValueError/TypeError naming the key; hydra and
+    omegaconf raise their own kinds; VerlVersionError is an ImportError.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (ValueError, TypeError, KeyError, AssertionError, ImportError, HydraException, OmegaConfBaseException)
 
 
 def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
@@ -294,7 +461,7 @@ def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
             algo = arg.split("=", 1)[1]
         elif arg.startswith("--"):
             raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --model NAME, --dry-run, "
-                                  f"{', '.join(PREFLIGHT_FLAGS)}; "
+                                  f"{', '.join(PREFLIGHT_FLAGS)}, {DEBUG_FLAG}, --help; "
                                   "everything else is key=value")
         else:
             overrides.append(arg)
@@ -324,37 +491,66 @@ def take_model_option(argv: list[str]) -> tuple[str | None, list[str]]:
     return model, rest
 
 
+def _count(config: DictConfig, key: str) -> int:
+    value = OmegaConf.select(config, key)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CareConfigError(f"{key}={value!r} must be a whole number (N_GPUS_PER_NODE / NNODES)") from None
+
+
 def compose_with_preset(overrides: list[str], algo: str, model: str | None) -> DictConfig:
     """ALGO preset, then the model preset scaled to the GPU count the user's overrides ask for, then those overrides."""
+    from recipe.care.presets import get_preset, preset_overrides
+
+    if model is not None:
+        get_preset(model)  # an unknown name fails before the (slow) composition
     config = compose_config(overrides, algo=algo)
     if not model:
         return config
-    from recipe.care.presets import preset_overrides
-
-    preset, notes = preset_overrides(model, int(config.trainer.n_gpus_per_node), int(config.trainer.nnodes))
+    preset, notes = preset_overrides(model, _count(config, "trainer.n_gpus_per_node"), _count(config, "trainer.nnodes"))
     for note in notes:
         print(f"care: --model {model}: {note}", file=sys.stderr)
     return compose_config([*preset, *overrides], algo=algo)
 
 
+def debug_requested(argv: list[str], environ=None) -> bool:
+    environ = os.environ if environ is None else environ
+    return DEBUG_FLAG in argv or environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(USAGE)
+        return 0
+    debug = debug_requested(argv)
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     flags = {arg for arg in argv if arg in PREFLIGHT_FLAGS}
-    model, argv = take_model_option([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
-    algo, dry_run, overrides = parse_args(argv)
-    config = compose_with_preset(overrides, algo, model)
+    try:
+        model, rest = take_model_option([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
+        algo, dry_run, overrides = parse_args(rest)
+        config = compose_with_preset(overrides, algo, model)
+        set_file_logger_path(config)  # shown in the dry run's config; the launch creates the folder
+        if dry_run:
+            validate(config)
+        else:
+            prepare_launch(config)
+    except _launch_errors() as exc:
+        if debug:
+            raise
+        print(f"care: {one_line(exc)}", file=sys.stderr)
+        return 2
     if "--skip-preflight" not in flags and not run_preflight(config, dry_run and "--preflight-only" not in flags):
         return 2
     if "--preflight-only" in flags:
         print("preflight: all checks passed")
         return 0
-    set_file_logger_path(config)  # shown in the dry run's config; the launch creates the folder
     if dry_run:
-        validate(config)
         print(OmegaConf.to_yaml(config, resolve=True))
         print(f"# ALGO={algo}: config accepted by verl's validate_config and dataclass conversion (dry run)")
         return 0
-    run(config)
+    launch(config)
     return 0
 
 

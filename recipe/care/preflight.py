@@ -65,6 +65,10 @@ def check_package(module: str, dist: str, wanted: str, version_of: Callable[[str
 
 
 def check_gpus(needed: int, available: int) -> list[str]:
+    if available == 0:  # no GPU count to suggest: training needs one (verl has no CPU training path)
+        return [f"trainer.n_gpus_per_node={needed} but this node has no GPU visible to torch: check CUDA_VISIBLE_DEVICES "
+                f"and the driver (nvidia-smi); without a GPU, `bash run_care.sh --dry-run` checks the config and "
+                f"`bash run_care.sh --smoke` runs the recipe on CPU at toy scale"]
     if available < needed:
         return [f"trainer.n_gpus_per_node={needed} but this node has {available} GPU(s): set N_GPUS_PER_NODE={available} "
                 f"(the --model preset rescales to it) or check CUDA_VISIBLE_DEVICES"]
@@ -157,7 +161,7 @@ def check_model_path(path: str, environ: Mapping[str, str],
                 f"--model qwen2.5-vl-3b|qwen2.5-vl-7b|qwen3-vl-8b"]
     if environ.get("HF_HUB_OFFLINE", "") not in ("", "0") and not hub_cached(path):
         return [f"model {path} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
-                f"`huggingface-cli download {path}` first, or point MODEL_PATH at a local copy"]
+                f"`HF_HUB_OFFLINE=0 hf download {path}` first (needs the network), or point MODEL_PATH at a local copy"]
     return []
 
 
