@@ -166,11 +166,18 @@ def _worker_compare(gold: str, pred: str) -> dict:
             return None
         return number.real
 
+    def has_float(parsed) -> bool:
+        import sympy
+
+        return any(isinstance(e, sympy.Basic) and e.has(sympy.Float) for e in parsed)
+
     g, p = _parse_latex(gold), _parse_latex(pred)
     if not g or not p:
-        return {"parsed": False, "equal": False, "gold_value": None, "pred_value": None}
+        return {"parsed": False, "equal": False, "gold_value": None, "pred_value": None, "inexact": False}
     equal = bool(verify(list(g), list(p), timeout_seconds=None))
-    return {"parsed": True, "equal": equal, "gold_value": value(g), "pred_value": value(p)}
+    # ``inexact``: math-verify decided with its 6-decimal float rounding; the parent re-decides numbers.
+    return {"parsed": True, "equal": equal, "gold_value": value(g), "pred_value": value(p),
+            "inexact": has_float(g) or has_float(p)}
 
 
 def serve() -> None:  # pragma: no cover - runs in the child; exercised through SymbolicPool
