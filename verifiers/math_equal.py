@@ -27,7 +27,8 @@ relations, where its 6-decimal rounding still applies to float entries).
 **Rounding tolerance** (Decision, switch ``rounding_tolerance``): a decimal literal counts as
 a correct rounding of an exact value. When one side is a decimal with ``d`` digits after the
 point, the answers match if they differ by at most half a unit in the ``d``-th place (the coarser
-side decides) and by at most ``rounding_rel_tol`` (1 %) relative to the gold value. So ``3.46``
+side decides) and by at most ``rounding_rel_tol`` (1 %) relative to the gold value. Scientific
+notation states its last digit's place too (``2.97e3``: tens; ``1.6e-19``: 1e-20). So ``3.46``
 matches ``2\\sqrt{3}`` (3.4641...), ``17.3`` matches ``10\\sqrt{3}``, ``0.33`` matches ``1/3``, but
 ``3.5`` does not match ``2\\sqrt{3}`` (1.04 % off), ``3`` does not (integers are exact) and ``48.3``
 does not match ``48``. Plain math-verify compares at a fixed 6 decimals and rejects all of them.
@@ -79,7 +80,7 @@ def numbers_match(gold: float | Fraction, gold_decimals: int | None, pred: float
         return False
     diff = abs(Fraction(pred) - Fraction(gold)) if isinstance(gold, Fraction) and isinstance(pred, Fraction) \
         else abs(float(pred) - float(gold))
-    stated = [d for d in (gold_decimals, pred_decimals) if d is not None and d >= 1]
+    stated = [d for d in (gold_decimals, pred_decimals) if d is not None]
     if not stated:
         return False
     half_unit = 0.5 * 10.0 ** (-min(stated))
