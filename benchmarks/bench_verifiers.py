@@ -150,7 +150,7 @@ def make_mix(n: int, seed: int):
 
 
 # Pass the prescreen (no tower, exponents <= 10^4, short) but make sympy expand or simplify for seconds.
-HOSTILE_ANSWERS = ["(x+y+z)^{{{}}}", "\\sin(x)^{{{}}}+\\cos(x)^{{{}}}", "\\frac{{(x+1)^{{{}}}}}{{(x-1)^{{998}}}}"]
+HOSTILE_ANSWERS = ["(x+y+z)^{{{}}}", "(x+y+z+w)^{{{}}}", "\\frac{{(x+1)^{{{}}}}}{{(x-1)^{{998}}}}"]
 
 
 def hostile_item(i: int):

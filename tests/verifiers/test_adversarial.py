@@ -204,7 +204,8 @@ def test_dead_worker_is_replaced():
         pool.close()
 
 
-HOSTILE = ["(x+y+z)^{200}", "\\sin(x)^{300}+\\cos(x)^{300}", "\\frac{(x+1)^{999}}{(x-1)^{998}}"]
+# Pass the prescreen, then keep sympy busy for many seconds of CPU (each far beyond the budget below).
+HOSTILE = ["(x+y+z)^{200}", "(x+y+z+w)^{200}", "\\frac{(x+1)^{999}}{(x-1)^{998}}"]
 
 
 def test_hostile_answers_do_not_hold_back_correct_ones_beside_them(warm_pool):
