@@ -1,8 +1,8 @@
 """Equivalence of a predicted math answer and a gold value (Geometry3K, ViRL39K).
 
 Order, cheapest first: normalised string equality (mathruler's MATH normaliser, string-only),
-plain numbers compared exactly in Python, then math-verify's symbolic comparison in the bounded
-worker pool (:mod:`verifiers.bounded`). Word answers never reach the symbolic step: math-verify
+plain numbers compared in Python by the numeric rule below, then math-verify's symbolic comparison
+in the bounded worker pool (:mod:`verifiers.bounded`). Word answers never reach the symbolic step: math-verify
 parses ``stop`` and ``pots`` as the same product of symbols.
 
 **Numeric equality**, the one rule (:func:`numbers_match`; every math path of Geometry3K, ViRL39K and
@@ -19,10 +19,13 @@ MathVista's ``precision`` field its own rounding, both the benchmarks' rules):
 
 Both parts scale with the gold, so the rule reads the same from 1e-30 to 1e30 and for either sign.
 math-verify compares floats by rounding both sides to 6 decimals (``float_rounding=6``): an absolute
-tolerance that makes every |gold| < 5e-7 equal to 0. So a pair with a float in it is decided here,
-from the two values the worker evaluates; math-verify's verdict is kept only for exact pairs (its
-symbolic ``simplify(a - b) == 0``) and for what has no single value (variables, tuples, sets,
-relations, where its 6-decimal rounding still applies to float entries).
+tolerance that makes every |gold| < 5e-7 equal to 0, and for exact expressions it falls back to
+``(a - b).evalf(chop=True) == 0``, which chops below ~1e-14 absolute. So whenever both answers
+have a single real value, this rule decides from the two values the worker evaluates: a pair with
+a float in it by the rule alone, an exact pair by math-verify's exact verdict *and* the values
+agreeing (floats cannot tell ``2^{60}+1`` from ``2^{60}``). math-verify alone decides only what
+has no single value (variables, tuples, sets, matrices, relations), where its absolute float
+rounding still applies to numeric entries.
 
 **Rounding tolerance** (Decision, switch ``rounding_tolerance``): a decimal literal counts as
 a correct rounding of an exact value. When one side is a decimal with ``d`` digits after the
@@ -141,7 +144,13 @@ def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding
     if not reply["parsed"]:
         return False, "unparseable"
     gv, pv = reply["gold_value"], reply["pred_value"]
-    if reply.get("inexact") and gv is not None and pv is not None and math.isfinite(gv) and math.isfinite(pv):
+    if gv is not None and pv is not None and math.isfinite(gv) and math.isfinite(pv):
+        if not reply.get("inexact"):
+            # Exact pair: math-verify's exact verdict (2^{60}+1 is not 2^{60}, which floats cannot
+            # tell) and the values (its numeric fallback chops below ~1e-14 absolute, so it calls
+            # sqrt(2)e-20 and sqrt(3)e-20 equal).
+            ok = bool(reply["equal"]) and same_number(gv, pv)
+            return ok, "symbolic" if ok else "mismatch"
         # A float on either side: the numeric rule decides, not math-verify's 6-decimal rounding.
         g_dec = gn[1] if gn is not None else None
         p_dec = pn[1] if pn is not None else None

@@ -119,6 +119,22 @@ def test_computed_values_follow_the_same_rule(e, negative):
     assert acc("virl39k", f"{sign}1.42 \\times 10^{{{e}}}", gold) == 0  # not a rounding of 1.41421
     assert acc("virl39k", "0", gold) == 0
     assert acc("virl39k", f"{'' if negative else '-'}1.414 \\times 10^{{{e}}}", gold) == 0
+    # Exact against exact: math-verify's own numeric fallback chops below ~1e-14 absolute.
+    assert acc("virl39k", f"{sign}\\sqrt{{3}} \\times 10^{{{e}}}", gold) == 0
+    assert acc("virl39k", f"{sign}\\frac{{\\sqrt{{8}}}}{{2}} \\times 10^{{{e}}}", gold) == 1
+
+
+@pytest.mark.parametrize("gold, pred, expected", [
+    ("\\sqrt{2}\\times10^{-20}", "\\sqrt{3}\\times10^{-20}", 0),
+    ("\\frac{1}{3}\\times10^{-20}", "\\frac{1}{4}\\times10^{-20}", 0),
+    ("e^{-50}", "e^{-51}", 0),
+    ("\\pi \\times 10^{-20}", "0", 0),
+    ("2^{60}+1", "2^{60}", 0),
+    ("\\frac{\\sqrt{2}}{10^{20}}", "\\frac{1}{\\sqrt{2}\\cdot 5\\cdot 10^{19}}", 1),
+    ("e^{-50}", "\\frac{1}{e^{50}}", 1),
+])
+def test_exact_pairs_need_math_verify_and_the_values_to_agree(gold, pred, expected):
+    assert acc("virl39k", pred, gold) == expected
 
 
 def test_math_verify_six_decimal_rounding_does_not_decide_numbers():
