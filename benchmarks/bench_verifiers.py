@@ -11,7 +11,7 @@ braces, an unclosed box, NUL bytes).
 Both passes start with empty answer caches and freshly started (idle) symbolic workers.
 "Per core" is measured with one calling thread: the caller blocks while a symbolic worker process
 computes, so one core is busy at a time. The batch figure runs the same requests through a thread
-pool, as verl's reward loop does, with the default number of symbolic workers.
+pool, as verl's reward loop does (one symbolic worker per request in flight).
 
 ``--hostile N`` measures isolation instead: N hostile answers (pass the prescreen, then keep sympy
 busy until the time budget kills them) and ``--correct`` correct answers that need the symbolic
@@ -243,7 +243,7 @@ def main() -> None:
     print("reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     print(f"latency p50: {q[49] * 1e3:.3f} ms, p99: {q[98] * 1e3:.3f} ms, max: {latencies[-1] * 1e3:.1f} ms")
     print(f"one thread: {len(items)} verifications in {sequential:.2f} s")
-    print(f"thread pool ({args.threads} threads, {DEFAULT_WORKERS} symbolic workers, {os.cpu_count()} cores): "
+    print(f"thread pool ({args.threads} threads, {DEFAULT_WORKERS} idle symbolic workers kept, {os.cpu_count()} cores): "
           f"{len(items)} verifications in {batch:.2f} s")
     print(f"verifications/s per core: {len(items) / sequential:.0f}")
 
