@@ -55,7 +55,8 @@ MAX_WORKERS = int(os.environ.get("CARE_VERIFIER_MAX_WORKERS", "32"))  # requests
 IDLE_RETIRE_S = 60.0
 ORPHAN_GRACE_S = 2.0
 WALL_FACTOR = 4.0  # wall-time cap of a request, in CPU budgets: a budget's CPU may arrive slowly
-DEMOTE_AFTER_S = 0.1  # CPU after which a request yields to cheaper ones (real answers need ~10 ms)
+SPILL_WAIT_S = 0.1  # longest wait for a busy worker before starting another
+DEMOTE_AFTER_S = 0.25  # CPU after which a request yields to cheaper ones (real answers: ~5-100 ms)
 DEMOTED_NICE = 19  # added to a worker's niceness after DEMOTE_AFTER_S of CPU
 WORKER_MEMORY_BYTES = int(os.environ.get("CARE_VERIFIER_WORKER_MEMORY_MB", "2048")) * 2**20
 WORKER_START_TIMEOUT_S = 60.0
@@ -477,9 +478,12 @@ class _Worker:
 class SymbolicPool:
     """Comparison workers shared by all threads of this process, one per request in flight.
 
-    A request never waits behind another request: it takes an idle worker or starts (forks) a new
-    one, so a hostile answer spends its own time budget in its own process while cheap answers run
-    beside it; the one that overruns is killed, nothing else is. Only above ``max_workers``
+    A request never waits long behind another request: it takes an idle worker, or starts (forks)
+    a new one while fewer than ``size`` exist, or waits at most ``SPILL_WAIT_S`` (0.1 s: real
+    comparisons take milliseconds, so in a batch of them a worker frees up sooner than a fork
+    pays off) and then starts a new one. A hostile answer thus spends its own time budget in its
+    own process while cheap answers run beside it; the one that overruns ends (its CPU budget),
+    nothing else does. Only above ``max_workers``
     requests in flight (``CARE_VERIFIER_MAX_WORKERS``, default 32: verl's default reward thread
     pool has at most 32 threads) does a request wait for a free worker; its budget still starts
     when a worker has it. Up to ``size`` idle workers are kept warm; more are retired after
@@ -498,8 +502,12 @@ class SymbolicPool:
         with self._cond:
             if self._pid != os.getpid():  # forked child: the parent's workers are not ours
                 self._idle, self._count, self._pid = [], 0, os.getpid()
-            while not self._idle and self._count >= self.max_workers:
-                self._cond.wait()
+            spill_at = time.monotonic() + SPILL_WAIT_S
+            while not self._idle and self._count >= self.size:
+                remaining = spill_at - time.monotonic()
+                if remaining <= 0 and self._count < self.max_workers:
+                    break  # the busy workers are not finishing soon: start another
+                self._cond.wait(remaining if remaining > 0 else None)
             if self._idle:
                 return self._idle.pop()[0]
             self._count += 1
@@ -510,7 +518,7 @@ class SymbolicPool:
             return worker
         except Exception:
             if worker is not None:
-                worker.kill()
+                worker.discard()
             with self._cond:
                 self._count -= 1
                 self._cond.notify()
