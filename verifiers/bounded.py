@@ -282,7 +282,10 @@ def fork_server(fd: int) -> None:  # pragma: no cover - runs in the fork server 
     import socket
 
     logging.disable(logging.WARNING)  # math-verify warns on every call with timeouts disabled
-    _warm_up()
+    try:
+        _warm_up()
+    except Exception:  # only a speed-up: workers then warm up on their first request
+        pass
     control = socket.socket(fileno=fd)
     control.send(b"ready")
     live: set[int] = set()
