@@ -1,6 +1,7 @@
 """Throughput and latency of ``verifiers.verify`` on a realistic CARE reward batch.
 
     python benchmarks/bench_verifiers.py [--n 4096] [--threads 8] [--seed 0]
+    python benchmarks/bench_verifiers.py --hostile 16 [--correct 16]
 
 The mix follows the training mix (ViRL39K ~80 %, ChartQA ~15 %, Geometry3K ~5 %) and the answer
 styles of each source; responses carry a ~1.5 k-character think span. About 70 % are correct,
@@ -10,7 +11,13 @@ braces, an unclosed box, NUL bytes).
 Both passes start with empty answer caches and freshly started (idle) symbolic workers.
 "Per core" is measured with one calling thread: the caller blocks while a symbolic worker process
 computes, so one core is busy at a time. The batch figure runs the same requests through a thread
-pool, as verl's reward loop does, with the default number of symbolic workers.
+pool, as verl's reward loop does (one symbolic worker per request in flight).
+
+``--hostile N`` measures isolation instead: N hostile answers (pass the prescreen, then keep sympy
+busy until the time budget kills them) and ``--correct`` correct answers that need the symbolic
+step, all submitted at once from one thread per answer, hostile ones first. It prints the wait
+(submit to result) of the correct answers alone (the baseline, same run) and beside the hostile
+ones, as ratios to that baseline, and the hostile answers' wait as a ratio to their time budget.
 """
 
 from __future__ import annotations
@@ -142,12 +149,70 @@ def make_mix(n: int, seed: int):
     return items
 
 
+# Pass the prescreen (no tower, exponents <= 10^4, short) but make sympy expand or simplify for seconds.
+HOSTILE_ANSWERS = ["(x+y+z)^{{{}}}", "(x+y+z+w)^{{{}}}", "\\frac{{(x+1)^{{{}}}}}{{(x-1)^{{998}}}}"]
+
+
+def hostile_item(i: int):
+    template = HOSTILE_ANSWERS[i % len(HOSTILE_ANSWERS)]
+    return "virl39k", "\\boxed{x^2+1}", f"<think>t</think><answer>{template.format(*[200 + i] * 2)}</answer>"
+
+
+def correct_symbolic_item(i: int):
+    # Distinct per i, so no answer cache hides the symbolic step.
+    a = 2 + i
+    return "virl39k", f"\\boxed{{{a}\\sqrt{{3}}}}", f"<think>t</think><answer>\\sqrt{{{3 * a * a}}}</answer>"
+
+
+def timed_waits(items, timeout_s: float):
+    """Submit every item at once (one thread each, in order); (seconds to result, acc) per item."""
+    start = time.perf_counter()
+
+    def run(item):
+        result = verify(item[0], item[2], item[1], timeout_s=timeout_s)
+        return time.perf_counter() - start, result["acc"]
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(run, items))
+
+
+def _p50_max(waits):
+    return statistics.median(waits), max(waits)
+
+
+def hostile_mode(n_hostile: int, n_correct: int, timeout_s: float) -> None:
+    fresh_workers()
+    alone = timed_waits([correct_symbolic_item(i) for i in range(n_correct)], timeout_s)
+    bounded.clear_cache()
+    mixed = timed_waits([hostile_item(i) for i in range(n_hostile)]
+                        + [correct_symbolic_item(i) for i in range(n_correct)], timeout_s)
+    hostile, beside = mixed[:n_hostile], mixed[n_hostile:]
+    assert all(acc == 1 for _, acc in alone), "a correct answer failed without hostile neighbours"
+    wrong = sum(acc != 1 for _, acc in beside)
+    a50, amax = _p50_max([w for w, _ in alone])
+    b50, bmax = _p50_max([w for w, _ in beside])
+    h50, hmax = _p50_max([w for w, _ in hostile])
+    print(f"{n_hostile} hostile + {n_correct} correct symbolic answers, {timeout_s:g} s budget each, "
+          f"{os.cpu_count()} cores, {DEFAULT_WORKERS} idle symbolic workers kept")
+    print(f"correct alone (baseline): p50 {a50 * 1e3:.0f} ms, max {amax * 1e3:.0f} ms")
+    print(f"correct beside hostile: p50 {b50 * 1e3:.0f} ms, max {bmax * 1e3:.0f} ms "
+          f"(x{b50 / a50:.1f} / x{bmax / amax:.1f} the baseline); scored wrong: {wrong} of {n_correct}")
+    print(f"hostile: p50 {h50:.2f} s, max {hmax:.2f} s (x{h50 / timeout_s:.1f} / x{hmax / timeout_s:.1f} the budget); "
+          f"scored right: {sum(acc for _, acc in hostile)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096, help="verifications (512 prompts x 8 rollouts)")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hostile", type=int, default=0, help="isolation mode: this many hostile answers")
+    parser.add_argument("--correct", type=int, default=16, help="isolation mode: correct answers beside them")
+    parser.add_argument("--timeout", type=float, default=bounded.DEFAULT_TIMEOUT_S, help="isolation mode: budget")
     args = parser.parse_args()
+    if args.hostile:
+        hostile_mode(args.hostile, args.correct, args.timeout)
+        return
 
     items = make_mix(args.n, args.seed)
     fresh_workers()
@@ -178,7 +243,7 @@ def main() -> None:
     print("reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     print(f"latency p50: {q[49] * 1e3:.3f} ms, p99: {q[98] * 1e3:.3f} ms, max: {latencies[-1] * 1e3:.1f} ms")
     print(f"one thread: {len(items)} verifications in {sequential:.2f} s")
-    print(f"thread pool ({args.threads} threads, {DEFAULT_WORKERS} symbolic workers, {os.cpu_count()} cores): "
+    print(f"thread pool ({args.threads} threads, {DEFAULT_WORKERS} idle symbolic workers kept, {os.cpu_count()} cores): "
           f"{len(items)} verifications in {batch:.2f} s")
     print(f"verifications/s per core: {len(items) / sequential:.0f}")
 

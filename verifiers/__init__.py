@@ -96,7 +96,8 @@ def verify(data_source, response, ground_truth, extra_info=None, format_weight: 
     - ``format_weight`` ``w``: ``score = (1 - w) * acc + w * format``;
     - ``strict_format``: see :func:`verifiers.format.check_format`;
     - ``boxed_fallback``: grade the last ``\\boxed{}`` when there is no ``<answer>`` span;
-    - ``timeout_s``: wall-time limit of the symbolic step (default 1 s, ``CARE_VERIFIER_TIMEOUT_S``);
+    - ``timeout_s``: CPU-time limit of the symbolic step, in its own worker process (default 1 s,
+      ``CARE_VERIFIER_TIMEOUT_S``; wall time is capped at 4x, see :mod:`verifiers.bounded`);
     - ``relaxed_tolerance``, ``strict_years``: ChartQA (:mod:`verifiers.chartqa`);
     - ``rounding_tolerance``, ``rounding_rel_tol``: Geometry3K / ViRL39K (:mod:`verifiers.math_equal`);
     - ``decimal_comma``: read ``2,74`` as 2.74 in a prediction when the gold is one number and the

@@ -189,7 +189,9 @@ def parse_number(s: str, decimal_comma: bool = False) -> tuple[Fraction, int | N
     """``(exact value, decimals)`` for a plain number or an integer fraction, else ``None``.
 
     ``decimals`` is the number of digits after the point of a decimal literal (it bounds how
-    precisely the writer stated the value) and ``None`` for integers and fractions (exact).
+    precisely the writer stated the value) and ``None`` for integers and fractions (exact). In
+    scientific notation the mantissa states it: ``1.6e-19`` has 20, ``2.97 \\times 10^{3}`` has -1
+    (stated to tens), so a rounding reads the same at every magnitude.
 
     **Decimal comma** (Decision, switch ``decimal_comma``): a comma is a thousands separator when
     the number is validly grouped (``1,000``, ``12,345.6``: a first group of 1-3 digits not
@@ -206,8 +208,7 @@ def parse_number(s: str, decimal_comma: bool = False) -> tuple[Fraction, int | N
         if mantissa is None or abs(exponent) > MAX_SCI_EXPONENT:
             return None
         value = mantissa[0] * Fraction(10) ** exponent
-        decimals = (mantissa[1] or 0) - exponent
-        return value, decimals if decimals >= 1 else None
+        return value, (mantissa[1] or 0) - exponent
     if decimal_comma and not _NUMBER.fullmatch(s) and _DECIMAL_COMMA_NUMBER.fullmatch(s):
         s = s.replace(",", ".")
     if _NUMBER.fullmatch(s):

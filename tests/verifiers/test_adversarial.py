@@ -146,31 +146,94 @@ def test_symbolic_step_evals_only_number_literals(monkeypatch, expr):
         assert reply["parsed"] and reply["equal"], reply
 
 
-def test_timeout_kills_worker_and_pool_recovers():
+def _exits(pid: int, within_s: float = 30.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within a generous bound."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_timeout_ends_the_worker_and_pool_recovers():
     pool = SymbolicPool(size=1)
     try:
         assert pool.compare("2\\sqrt{3}", "\\sqrt{12}", timeout_s=30)["equal"] is True
-        first = pool._idle[0].proc
+        first = pool._idle[0][0]
         # No reply can arrive within a microsecond: this is a timeout by construction.
         assert pool.compare("x^2-1", "(x-1)(x+1)", timeout_s=1e-6) == {"error": "timeout"}
-        assert first.poll() is not None, "the timed-out worker must be killed"
+        assert _exits(first.pid), "the timed-out worker must end"
         assert pool.compare("x^2-1", "(x-1)(x+1)", timeout_s=30)["equal"] is True
         assert pool._count == 1
     finally:
         pool.close()
 
 
-def test_dead_worker_is_replaced():
+def test_cpu_budget_ends_a_hostile_worker_with_reason_timeout():
+    """The budget is the worker's own CPU time: a hostile answer is ended by it (SIGPROF), not by waiting."""
     pool = SymbolicPool(size=1)
     try:
         assert pool.compare("1", "1", timeout_s=30)["equal"] is True
-        pool._idle[0].proc.kill()
-        pool._idle[0].proc.wait()
+        worker = pool._idle[0][0]
+        assert pool.compare("x^2+1", "(x+y+z)^{200}", timeout_s=0.3) == {"error": "timeout"}
+        assert _exits(worker.pid)
+        assert pool.compare("1", "1", timeout_s=30)["equal"] is True
+    finally:
+        pool.close()
+
+
+def test_dead_worker_is_replaced():
+    import os
+    import signal
+
+    pool = SymbolicPool(size=1)
+    try:
+        assert pool.compare("1", "1", timeout_s=30)["equal"] is True
+        worker = pool._idle[0][0]
+        os.kill(worker.pid, signal.SIGKILL)
+        assert _exits(worker.pid)
         failed = pool.compare("1", "1", timeout_s=30)
         assert failed["error"].startswith("worker_failed"), failed
         assert pool.compare("1", "1", timeout_s=30)["equal"] is True
     finally:
         pool.close()
+
+
+# Pass the prescreen, then keep sympy busy for many seconds of CPU (each far beyond the budget below).
+HOSTILE = ["(x+y+z)^{200}", "(x+y+z+w)^{200}", "\\frac{(x+1)^{999}}{(x-1)^{998}}"]
+
+
+def test_hostile_answers_do_not_hold_back_correct_ones_beside_them(warm_pool):
+    """Each request has its own worker: correct answers that need the symbolic step, submitted after
+    eight hostile ones that burn their whole budget, come back right and before any hostile one.
+    A shared pool of two workers makes them wait until hostile ones have finished."""
+    clear_cache()
+    hostile_budget_s, n_hostile, n_correct = 3.0, 8, 4
+    finished: list[str] = []
+
+    def run(item):
+        kind, response, gold, budget = item
+        result = verify("virl39k", response, gold, timeout_s=budget)
+        finished.append(kind)  # list.append is atomic: the order in which results came back
+        return kind, result
+
+    hostile = [("hostile", _wrap(HOSTILE[i % 3].replace("200", str(200 + i))), "\\boxed{x^2+1}", hostile_budget_s)
+               for i in range(n_hostile)]
+    correct = [("correct", _wrap(f"\\sqrt{{{3 * (i + 7) ** 2}}}"), f"\\boxed{{{i + 7}\\sqrt{{3}}}}", 30.0)
+               for i in range(n_correct)]
+    with ThreadPoolExecutor(max_workers=n_hostile + n_correct) as pool:
+        futures = [pool.submit(run, item) for item in hostile]
+        time.sleep(0.5)  # the hostile ones have their workers and are computing
+        futures += [pool.submit(run, item) for item in correct]
+        results = [f.result() for f in futures]
+    assert [r["acc"] for kind, r in results if kind == "correct"] == [1] * n_correct
+    assert [r["reason"] for kind, r in results if kind == "hostile"] == ["timeout"] * n_hostile
+    assert finished[:n_correct] == ["correct"] * n_correct, finished
 
 
 def test_timeout_reason_reaches_the_result(respond, monkeypatch):

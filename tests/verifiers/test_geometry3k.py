@@ -102,7 +102,10 @@ def test_letter_without_choices_is_not_a_value(respond):
         (3.4641016, None, 3.46, 2, True),
         (3.4641016, None, 3.465, 3, False),  # 3.464 is the rounding at 3 decimals
         (3.4641016, None, 3.5, 1, False),
-        (100.0, None, 100.4, 0, False),  # 0 decimals: exact only
+        (100.4, None, 100.0, None, False),  # an integer states no rounding: exact only
+        (100.4, None, 100.0, 0, True),  # 1.00e2 is stated to units: a rounding of 100.4
+        (2971.0, None, 3000.0, -3, True),  # 3e3: stated to thousands, 0.98 % off
+        (2960.0, None, 3000.0, -3, False),  # 1.35 % off: beyond the relative bound
         (100.0, 1, 100.04, 2, True),
         (0.0, 1, 0.04, 2, False),  # gold 0: relative bound rejects
     ],
