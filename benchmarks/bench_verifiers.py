@@ -209,7 +209,11 @@ def main() -> None:
     parser.add_argument("--hostile", type=int, default=0, help="isolation mode: this many hostile answers")
     parser.add_argument("--correct", type=int, default=16, help="isolation mode: correct answers beside them")
     parser.add_argument("--timeout", type=float, default=bounded.DEFAULT_TIMEOUT_S, help="isolation mode: budget")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds: 256 verifications on 4 threads, then 2 hostile beside 4 correct")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.threads = 256, 4
     if args.hostile:
         hostile_mode(args.hostile, args.correct, args.timeout)
         return
@@ -246,6 +250,8 @@ def main() -> None:
     print(f"thread pool ({args.threads} threads, {DEFAULT_WORKERS} idle symbolic workers kept, {os.cpu_count()} cores): "
           f"{len(items)} verifications in {batch:.2f} s")
     print(f"verifications/s per core: {len(items) / sequential:.0f}")
+    if args.quick:
+        hostile_mode(2, 4, args.timeout)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,8 @@ def write_fixtures(root: Path, n_chart: int = 12, n_geo: int = 12, seed: int = 0
     """ChartQA / Geometry3K look-alikes in their hub layouts (``datasets.save_to_disk``)."""
     import datasets
 
+    from data_prep.cli import datasets_bars_off
+
     rng = random.Random(seed)
     chart = lambda i, n: {"image": {"bytes": _png(draw_bars(n, seed * 100 + i)), "path": None},  # noqa: E731
                           "query": CHART_QUESTION, "label": [str(n)], "human_or_machine": 0}
@@ -136,8 +138,9 @@ def write_fixtures(root: Path, n_chart: int = 12, n_geo: int = 12, seed: int = 0
     for name, train, test, features in (("chartqa", chart_rows, chart_test, chart_features),
                                         ("geometry3k", geo_rows, geo_test, geo_features)):
         path = root / name
-        datasets.DatasetDict({"train": datasets.Dataset.from_list(train, features=features),
-                              "test": datasets.Dataset.from_list(test, features=features)}).save_to_disk(str(path))
+        with datasets_bars_off():  # the console shows stages, not a bar per split
+            datasets.DatasetDict({"train": datasets.Dataset.from_list(train, features=features),
+                                  "test": datasets.Dataset.from_list(test, features=features)}).save_to_disk(str(path))
         paths[name] = str(path)
     return paths
 

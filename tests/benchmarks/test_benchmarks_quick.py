@@ -33,9 +33,7 @@ NO_QUICK = {
 }
 # Scripts other branches are changing that lack --quick today: strict xfail, so the merge that adds
 # the quick mode fails here until its entry is removed.
-PENDING_QUICK = {
-    "bench_verifiers.py": "no --quick yet; being changed on another branch",
-}
+PENDING_QUICK: dict[str, str] = {}
 # Extra flags so the quick run covers every code path of the script.
 QUICK_ARGS = {"bench_records.py": ["--quick", "--trainer"]}
 
@@ -100,7 +98,16 @@ def check_build_mix(lines: list[str]) -> None:
     assert found and int(found.group(1)) > 0 and int(found.group(2)) > 0, lines[-1]
 
 
+def check_verifiers(lines: list[str]) -> None:
+    assert any(line.startswith("mix: 256 responses") for line in lines)
+    assert int(re.search(r"verifications/s per core: (\d+)", " ".join(lines)).group(1)) > 0
+    beside = next(line for line in lines if line.startswith("correct beside hostile:"))
+    assert beside.endswith("scored wrong: 0 of 4"), beside  # a hostile neighbour never costs a right answer
+    assert lines[-1].startswith("hostile: ") and lines[-1].endswith("scored right: 0")
+
+
 CHECKS = {
+    "bench_verifiers.py": check_verifiers,
     "bench_advantage.py": check_advantage,
     "bench_rgr_rollout.py": check_rgr_rollout,
     "bench_think_embedding.py": check_think_embedding,

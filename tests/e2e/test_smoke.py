@@ -20,7 +20,7 @@ from recipe.care.smoke import SFT_STEPS, read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 QWEN3_SFT_STEPS = 40
-HARD_LIMIT_S = 900  # per smoke command; the whole CARE run (cold-start SFT included) takes ~6-7 min on 2 cores
+HARD_LIMIT_S = 1500  # per smoke command; the whole CARE run (cold-start SFT, two vLLM engine starts, lmms-eval) takes ~12 min on 2 cores
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,50 @@ def assert_sampler_is_the_policy(record: dict) -> None:
     # Measured: ~4e-4 (KV-cached decoding vs one full forward); a sampler without the image
     # positions gave 0.7-0.9 here.
     diff = finite(record, "training/rollout_probs_diff_max")
-    assert diff < 1e-2, f"step {record['step']}: rollout and actor probabilities differ by up to {diff}"
+    assert diff < SAMPLER_POLICY_BOUND, f"step {record['step']}: rollout and actor probabilities differ by up to {diff}"
+    # a weight sync after every step (the first one replaces the engine's dummy start-up weights)
+    assert finite(record, "timing_s/update_weights") > 0
+
+
+SAMPLER_POLICY_BOUND = 1e-2
+
+
+def assert_rollout_ran_on_vllm(workdir: Path, label: str, console: str) -> None:
+    """Sampling went through verl's vLLM server on vLLM's CPU build, not a stand-in."""
+    log = (workdir / "logs" / f"{label}.log").read_text()
+    assert "CpuVLLMHttpServer pid=" in log, "no verl vLLMHttpServer actor in the run's log"
+    assert "(EngineCore pid=" in log, "no vLLM engine process in the run's log"
+    assert "rollout: verl's vLLMHttpServer on vLLM 0.24.0+cpu" in console
+
+
+def stale_sampler_gap(old_policy: Path, new_policy: Path, prompt: str, seed: int = 0) -> tuple[float, float]:
+    """verl's sampler-vs-policy metric (training/rollout_probs_diff_max, verl/utils/debug/metrics.py) for
+    a response sampled by ``new_policy``: (its value when the sampler holds the new weights, its value
+    when the sampler still holds ``old_policy``'s, i.e. the weight syncs were skipped)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from verl import DataProto
+    from verl.utils.debug.metrics import calculate_debug_metrics
+
+    tokenizer = AutoTokenizer.from_pretrained(str(new_policy))
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    new, old = (AutoModelForImageTextToText.from_pretrained(str(p), dtype=torch.float32).eval()
+                for p in (new_policy, old_policy))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        full = new.generate(ids, max_new_tokens=48, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+        response = full[:, ids.shape[1]:]
+
+        def log_probs(model):
+            logits = model(full).logits[:, ids.shape[1] - 1:-1]
+            return torch.log_softmax(logits.float(), -1).gather(-1, response[..., None]).squeeze(-1)
+
+        actor, stale = log_probs(new), log_probs(old)
+    batch = {"responses": response, "old_log_probs": actor, "response_mask": torch.ones_like(response)}
+    synced = calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": actor.clone()}))
+    skipped = calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": stale}))
+    return synced["training/rollout_probs_diff_max"], skipped["training/rollout_probs_diff_max"]
 
 
 def assert_clip_split_by_sign(record: dict) -> None:
@@ -165,6 +208,17 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
         assert finite(record, "care/groups/count") == 4  # train_batch_size prompts, no padding groups lost
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)
+        # RGR's repairs, decoded by vLLM, reach CARE's advantage step as reflected rows
+        assert finite(record, "care/reflected_rows") == finite(record, "rgr/replaced"), f"step {record['step']}"
+    assert_rollout_ran_on_vllm(workdir, "care-run1", console)
+    assert_rollout_ran_on_vllm(workdir, "care-run2", console)
+
+    # The sampler-vs-policy bound would catch skipped weight syncs: had vLLM kept the cold-start weights
+    # it sampled with at step 1, verl's metric at step 3 would exceed it (measured on the run's own policies).
+    final_policy = workdir / "eval" / "hf_model"
+    synced, skipped = stale_sampler_gap(workdir / f"sft-{SFT_STEPS}" / f"global_step_{SFT_STEPS}" / "huggingface",
+                                        final_policy, "How many bars are in the chart?")
+    assert synced == 0.0 and skipped > SAMPLER_POLICY_BOUND, (synced, skipped)
 
     # The cold-start SFT makes the reward visible: some groups take the anchored path or the rescue.
     anchored = sum(finite(r, "care/groups/mixed_frac") for r in records)
@@ -219,6 +273,7 @@ def test_grpo_baseline_runs_the_same_way(workdir):
         assert_sampler_is_the_policy(record)
         assert_clip_split_by_sign(record)  # the same diagnostics for the baseline
         assert not any(k.startswith("care/") for k in record["data"]), "GRPO must not run CARE's advantage step"
+    assert_rollout_ran_on_vllm(workdir, "grpo-run1", console)
     # the same validation sets and macro average as the CARE run (care_baseline_sync): an A/B on the benchmarks
     finite(run1[-1], "val-core/macro/acc")
     assert not (workdir / "eval-grpo").exists()
@@ -250,6 +305,7 @@ def test_qwen3_vl_smoke_through_run_care_sh(workdir):
             pytest.fail(f"qwen3-vl smoke exceeded {HARD_LIMIT_S}s; log tail:\n{log.read_text()[-4000:]}")
     text = log.read_text()
     assert proc.returncode == 0, f"qwen3-vl smoke failed (rc={proc.returncode}); log tail:\n{text[-6000:]}"
+    assert_rollout_ran_on_vllm(workdir, "care-qwen3-vl-run1", text)
     # the cold-start SFT ran through verl for this family too, and CARE started from its checkpoint
     sft = read_metrics(workdir / "metrics" / "sft-qwen3-vl.jsonl")
     assert [r["step"] for r in sft] == list(range(1, QWEN3_SFT_STEPS + 1))
