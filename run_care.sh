@@ -24,7 +24,7 @@
 #   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
 #   BENCH_DIR [unset] (data_prep/build_bench.py's six parquets: also validate on them, greedy, val-core/macro/acc)
 #   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
-#   PYTHON [python3, or .venv-ci/bin/python]  CARE_DEBUG [unset; 1 = same as --debug]
+#   PYTHON [python3, or .venv/bin/python, or .venv-ci/bin/python]  CARE_DEBUG [unset; 1 = same as --debug]
 # A bad option, ALGO, preset or key=value stops before Ray with one line naming it and the fix (exit 2);
 # --debug (or CARE_DEBUG=1) shows the Python traceback instead.
 # Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
@@ -51,14 +51,20 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 usage_error() { echo "run_care.sh: $1 (bash run_care.sh --help)" >&2; exit 2; }
 
 # Interpreter: $PYTHON, else python3 when it has the recipe's dependencies (verl; `import recipe.care`
-# alone succeeds from this folder whatever is installed), else the virtualenv that `bash .ci/run`
-# builds (so the README's two commands work in that order on a fresh machine).
+# alone succeeds from this folder whatever is installed), else the virtualenv that
+# scripts/install_cpu_stack.sh (.venv) or `bash .ci/run` (.venv-ci) builds, so the README's commands
+# work in that order on a fresh machine.
 if [[ -z "$PYTHON" ]]; then
   PYTHON=python3
   if ! python3 -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('verl') and u.find_spec('recipe.care')))" \
-       >/dev/null 2>&1 && [[ -x .venv-ci/bin/python ]]; then
-    PYTHON=.venv-ci/bin/python
-    echo "run_care.sh: using $PYTHON (python3 has no care-verl installed)" >&2
+       >/dev/null 2>&1; then
+    for venv in .venv .venv-ci; do
+      if [[ -x "$venv/bin/python" ]]; then
+        PYTHON="$venv/bin/python"
+        echo "run_care.sh: using $PYTHON (python3 has no care-verl installed)" >&2
+        break
+      fi
+    done
   fi
 fi
 

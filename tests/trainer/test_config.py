@@ -158,17 +158,18 @@ def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
     assert proc.returncode == 2 and "mathvista.parquet" in proc.stderr
 
 
-@pytest.mark.parametrize("python3_has_verl", [False, True])
-def test_run_care_sh_picks_the_ci_virtualenv_when_python3_lacks_verl(tmp_path, python3_has_verl):
+@pytest.mark.parametrize("python3_has_verl,venv", [(False, ".venv-ci"), (False, ".venv"), (True, ".venv-ci")])
+def test_run_care_sh_picks_the_ci_virtualenv_when_python3_lacks_verl(tmp_path, python3_has_verl, venv):
     """`import recipe.care` succeeds from the repo root whatever is installed, so run_care.sh asks for
-    verl too before trusting python3; without it, it uses the virtualenv `.ci/run` built."""
+    verl too before trusting python3; without it, it uses the virtualenv scripts/install_cpu_stack.sh
+    (.venv) or `.ci/run` (.venv-ci) built."""
     import shutil
 
     shutil.copy(REPO / "run_care.sh", tmp_path)
     for pkg in ("recipe", "recipe/care"):  # importable from the folder, as in a checkout
         (tmp_path / pkg).mkdir(exist_ok=True)
         (tmp_path / pkg / "__init__.py").touch()
-    ci_python = tmp_path / ".venv-ci" / "bin" / "python"
+    ci_python = tmp_path / venv / "bin" / "python"
     ci_python.parent.mkdir(parents=True)
     ci_python.write_text('#!/bin/sh\necho "ci-venv python $*"\n')
     ci_python.chmod(0o755)
@@ -182,7 +183,7 @@ def test_run_care_sh_picks_the_ci_virtualenv_when_python3_lacks_verl(tmp_path, p
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     if python3_has_verl:  # python3 itself ran the smoke's entry point (its --help)
-        assert "usage: recipe.care.smoke" in proc.stdout and "using .venv-ci" not in proc.stderr
+        assert "usage: recipe.care.smoke" in proc.stdout and f"using {venv}" not in proc.stderr
     else:
         assert "ci-venv python -m recipe.care.smoke --algo care" in proc.stdout
-        assert "using .venv-ci/bin/python (python3 has no care-verl installed)" in proc.stderr
+        assert f"using {venv}/bin/python (python3 has no care-verl installed)" in proc.stderr
