@@ -545,7 +545,7 @@ HARMLESS = re.compile("|".join([
     r"No CUDA runtime is found, using CUDA_HOME", r"Passing raw prompts to InputProcessor is deprecated",
     r"LoRA dynamic loading & unloading is enabled in the API server",
     r"Default vLLM sampling parameters have been overridden by the model's `generation_config\.json`",
-    r"IPC is not supported on your devices\. Falling back to shared memory",
+    r"IPC is not supported on your devices\. Falling back to shared memory", r"NUMA binding: Using MEMBIND policy",
 ]))
 # Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
 NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
