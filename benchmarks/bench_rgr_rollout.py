@@ -1,6 +1,7 @@
 """How much RGR lengthens the rollout: verl's real agent-loop worker against simulated vLLM replicas.
 
     python benchmarks/bench_rgr_rollout.py [--prompts 512 --n 8 --length 2048 --max-new-tokens 512]
+    python benchmarks/bench_rgr_rollout.py --modes sticky/after_group,sticky/early
     python benchmarks/bench_rgr_rollout.py --quick      # 8 prompts x 8 x 256 tokens (what the test runs)
 
 Real code: verl 0.9.1's ``AgentLoopWorkerTQ`` subclassed by :class:`recipe.care.agent_loop.CareAgentLoopWorker`
@@ -43,11 +44,29 @@ Rollouts (assumptions, stated because no trace of the authors' runs exists):
   repair success 76.6% (the paper's reported rate with the cue).
 The original rollouts are identical with RGR on and off (seeded per prompt and sample).
 
+Prefix caching (vLLM's automatic prefix caching, on in verl's rollout.yaml): each replica keys its
+KV blocks of ``block_size`` 16 tokens by chained hashes (the image's blocks first, keyed by the
+problem, since the simulated prompts carry no pixels), keeps the blocks of every admitted prompt
+and finished sequence in one LRU bounded by its KV capacity, and skips the prefill of a request's
+cached full blocks (at least one token is computed, as vLLM does). A repair on the replica that
+decoded its failure finds prompt + image + failed think prefix cached unless evicted since; on
+another replica it finds at most the prompt and image (a sibling's). Approximation: running
+sequences' blocks share the LRU instead of being pinned, and shared blocks are counted once per
+sequence in the admission check (as before, without the cache).
+
+Each RGR-on run is one ``care.rgr.routing`` x ``care.rgr.start`` pair (``--modes``; default all
+four): ``sticky`` repairs reuse their failure's request id, on which verl's router is sticky,
+``fresh`` ones get a new id (least-loaded replica); ``after_group`` starts a repair after its
+group's slowest rollout, ``early`` once the group has a verified positive and a finished failure.
+For ``early`` the run also prints how often the whole group would have given another failure
+(``rgr/early_choice_differs_rate``).
+
 The makespan is the time from the first request to the last prompt finished or the last engine
 request ended, whichever is later (verl drains the replicas before it puts them to sleep, so a
 repair abandoned by ``timeout_s`` still holds the step until the engine finishes it).
 
-Prints the makespan of each run and the last line ``rgr rollout makespan ratio: X`` (on / off).
+Prints the makespan of each run, ``makespan ratio <routing>/<start>: X`` (on / off) per mode, and the
+last line ``rgr rollout makespan ratio: X`` for the care.rgr defaults.
 ``--max-new-tokens`` caps the repair decode (care.rgr.max_new_tokens, default 512; ``none`` =
 uncapped); ``--timeout-s`` sets care.rgr.timeout_s (virtual seconds).
 """
@@ -329,7 +348,20 @@ class RolloutScript:
         self.repair_ok = rng.random(prompts) < repair_success
         self.next_sample = [0] * prompts
         enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-        self.filler = enc(" Let me compute the area of the triangle step by step, checking each value.")
+        # a response's reasoning: sentences drawn per (prompt, sample), so rollouts differ from their first
+        # tokens (no prefix-cache hits between siblings' responses) and the lexical selector's
+        # similarities are not all equal
+        self.sentences = [enc(t) for t in (
+            " Let me compute the area of the triangle step by step, checking each value.",
+            " The base is the side on the x axis, so I measure it first.",
+            " The height is the perpendicular distance from the apex to the base.",
+            " Half of base times height gives the area of the shaded region.",
+            " I should check whether the figure is drawn to scale before trusting it.",
+            " Subtract the unshaded part from the whole rectangle instead.",
+            " The two triangles are similar, so their sides are proportional.",
+            " Using the Pythagorean theorem on the right triangle gives the missing side.",
+        )]
+        self.seed, self.n = seed, n  # sample index n keys the repair's own text
         self.think_open = enc("<think>\n")
         self.eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.tails = {ok: enc(f"</think>\n<answer>{ANSWER if ok else WRONG_ANSWER}</answer>") + [self.eos]
@@ -342,9 +374,12 @@ class RolloutScript:
 
         return int(re.search(r"Problem #(\d+)", text).group(1))
 
-    def _body(self, count: int) -> list[int]:
-        reps = count // len(self.filler) + 1
-        return (self.filler * reps)[:max(count, 0)]
+    def _body(self, count: int, *key) -> list[int]:
+        rng = np.random.default_rng((self.seed, *key))
+        out = []
+        while len(out) < count:
+            out += self.sentences[int(rng.integers(len(self.sentences)))]
+        return out[:max(count, 0)]
 
     def is_repair(self, prompt_ids: list[int]) -> bool:
         return prompt_ids[-len(self.cue):] == self.cue
@@ -355,15 +390,15 @@ class RolloutScript:
         if is_repair:
             tail = self.tails[bool(self.repair_ok[k])]
             if int(self.repair_len[k]) > max_tokens:  # cut by its budget: no answer, a failed repair
-                return self._body(max_tokens), "completed"
-            return self._body(int(self.repair_len[k]) - len(tail)) + tail, "completed"
+                return self._body(max_tokens, k, self.n), "completed"
+            return self._body(int(self.repair_len[k]) - len(tail), k, self.n) + tail, "completed"
         i = self.next_sample[k]
         self.next_sample[k] += 1
         total = min(int(self.lengths[k, i]), max_tokens)
         tail = self.tails[bool(self.acc[k, i])]
         if total >= self.length:  # truncated: an unclosed think, no answer
-            return self.think_open + self._body(total - len(self.think_open)), "completed"
-        return self.think_open + self._body(total - len(self.think_open) - len(tail)) + tail, "completed"
+            return self.think_open + self._body(total - len(self.think_open), k, i), "completed"
+        return self.think_open + self._body(total - len(self.think_open) - len(tail), k, i) + tail, "completed"
 
 
 # ------------------------------------------------------------------------------ driving verl's worker
@@ -552,6 +587,9 @@ def report(label: str, r: dict, args) -> None:
           + f"timing_s/rgr {m.get('timing_s/rgr', 0):.2f}; simulated in {r['cpu_s']:.0f} s of CPU time")
     if r["prompts_finished"] != args.prompts:
         raise SystemExit(f"only {r['prompts_finished']} of {args.prompts} prompts finished")
+    broken = {k: v for k, v in m.items() if k in ("rgr/failed/generation_error", "rgr/failed/internal_error") and v}
+    if broken:  # the simulated engine never fails: these are bugs, and the figures would be meaningless
+        raise SystemExit(f"{label} repairs failed in the simulation: {broken} (see the log above)")
 
 
 if __name__ == "__main__":
