@@ -25,6 +25,13 @@ How it hooks in without copying verl code (every override written against verl 0
 * ``_run_agent_loop`` marks a session that fails before reaching the barrier, so the barrier
   always opens: RGR never blocks the prompt's completion (a group with a failed session is left
   untouched; verl marks it ``failure`` and the replay buffer drops it).
+* ``care.rgr.start=early``: a session whose arrival gives the group a verified positive and a
+  repairable failure starts the repair as a task on the sessions arrived so far; the last session
+  to arrive waits for it instead of running RGR itself.
+* ``care.rgr.routing=sticky``: ``llm_client`` (set by verl's ``__init__``) is wrapped so that each
+  session's ``generate`` request ids are recorded; the repair is sent under its failure's last id,
+  on which verl's router (``GlobalRequestLoadBalancer``, sticky on request id) picks the replica
+  that decoded the failure and holds its prefix in the prefix cache.
 
 Every training rollout (RGR on or off) also gets its think/answer span record
 (``extra_fields["care_spans"]``, :mod:`recipe.care.span_record`), computed here once so that the
