@@ -128,8 +128,9 @@ class RGRConfig:
         (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
     min_budget: fewest continuation tokens worth decoding; less is counted as ``no_budget``.
     max_new_tokens: cap on the repair decode's tokens (512, as the authors' code); null = only the
-        response-length budget. A repair starts after its group's slowest rollout, at the rollout's
-        tail, so its length adds directly to the step's rollout time (benchmarks/bench_rgr_rollout.py).
+        response-length budget. With ``start=after_group`` a repair starts after its group's slowest
+        rollout, at the rollout's tail, so its length adds directly to the step's rollout time
+        (benchmarks/bench_rgr_rollout.py).
     timeout_s: give up on a repair decode after this many seconds (``timeout``); null = no limit.
     seed: seeds the ``random`` selector (per agent-loop worker).
     routing: ``sticky`` sends the repair decode with the request id of the failure's own decode, so
