@@ -1,6 +1,7 @@
 """How much RGR lengthens the rollout: verl's real agent-loop worker against simulated vLLM replicas.
 
     python benchmarks/bench_rgr_rollout.py [--prompts 512 --n 8 --length 2048 --max-new-tokens 512]
+    python benchmarks/bench_rgr_rollout.py --modes sticky/after_group,sticky/early
     python benchmarks/bench_rgr_rollout.py --quick      # 8 prompts x 8 x 256 tokens (what the test runs)
 
 Real code: verl 0.9.1's ``AgentLoopWorkerTQ`` subclassed by :class:`recipe.care.agent_loop.CareAgentLoopWorker`
@@ -43,11 +44,29 @@ Rollouts (assumptions, stated because no trace of the authors' runs exists):
   repair success 76.6% (the paper's reported rate with the cue).
 The original rollouts are identical with RGR on and off (seeded per prompt and sample).
 
+Prefix caching (vLLM's automatic prefix caching, on in verl's rollout.yaml): each replica keys its
+KV blocks of ``block_size`` 16 tokens by chained hashes (the image's blocks first, keyed by the
+problem, since the simulated prompts carry no pixels), keeps the blocks of every admitted prompt
+and finished sequence in one LRU bounded by its KV capacity, and skips the prefill of a request's
+cached full blocks (at least one token is computed, as vLLM does). A repair on the replica that
+decoded its failure finds prompt + image + failed think prefix cached unless evicted since; on
+another replica it finds at most the prompt and image (a sibling's). Approximation: running
+sequences' blocks share the LRU instead of being pinned, and shared blocks are counted once per
+sequence in the admission check (as before, without the cache).
+
+Each RGR-on run is one ``care.rgr.routing`` x ``care.rgr.start`` pair (``--modes``; default all
+four): ``sticky`` repairs reuse their failure's request id, on which verl's router is sticky,
+``fresh`` ones get a new id (least-loaded replica); ``after_group`` starts a repair after its
+group's slowest rollout, ``early`` once the group has a verified positive and a finished failure.
+For ``early`` the run also prints how often the whole group would have given another failure
+(``rgr/early_choice_differs_rate``).
+
 The makespan is the time from the first request to the last prompt finished or the last engine
 request ended, whichever is later (verl drains the replicas before it puts them to sleep, so a
 repair abandoned by ``timeout_s`` still holds the step until the engine finishes it).
 
-Prints the makespan of each run and the last line ``rgr rollout makespan ratio: X`` (on / off).
+Prints the makespan of each run, ``makespan ratio <routing>/<start>: X`` (on / off) per mode, and the
+last line ``rgr rollout makespan ratio: X`` for the care.rgr defaults.
 ``--max-new-tokens`` caps the repair decode (care.rgr.max_new_tokens, default 512; ``none`` =
 uncapped); ``--timeout-s`` sets care.rgr.timeout_s (virtual seconds).
 """
@@ -61,7 +80,7 @@ import os
 import selectors
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +89,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 ANSWER = "4"
 WRONG_ANSWER = "5"
+# every routing x start pair of care.rgr, the defaults first
+MODES = ("sticky/after_group", "fresh/after_group", "sticky/early", "fresh/early")
 
 
 # ------------------------------------------------------------------------------ virtual clock
@@ -149,6 +170,8 @@ class EngineModel:
     gpu_memory_gb: float = 80.0
     gpu_memory_utilization: float = 0.6
     activation_gb: float = 3.0
+    block_size: int = 16
+    prefix_caching: bool = True
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -162,10 +185,11 @@ class EngineModel:
 
 
 class _Request:
-    __slots__ = ("prompt_len", "target", "done", "prefilled", "future", "order")
+    __slots__ = ("prompt_len", "target", "done", "prefilled", "future", "order", "blocks", "repair")
 
-    def __init__(self, prompt_len, target, future, order):
+    def __init__(self, prompt_len, target, future, order, blocks=(), repair=False):
         self.prompt_len, self.target, self.future, self.order = prompt_len, target, future, order
+        self.blocks, self.repair = blocks, repair  # prompt's block hashes (prefix cache); a repair decode?
         self.done = 0  # decoded tokens
         self.prefilled = 0  # context tokens in the KV cache (prompt + recomputed output)
 
@@ -185,17 +209,59 @@ class SimulatedReplica:
         self.steps = self.preemptions = 0
         self.busy_s = self.idle_at = 0.0
         self._order = 0
+        # vLLM's automatic prefix caching: hashes of full KV blocks, least recently used first
+        self.cache: OrderedDict[int, None] = OrderedDict()
+        self.cache_blocks = model.kv_capacity_tokens // model.block_size
+        self.repair_context = self.repair_cached = 0  # repair prompt tokens, and those found in the cache
         self._task = asyncio.ensure_future(self._run())
+
+    def block_hashes(self, problem: int, tokens: list[int]) -> list[int]:
+        """Chained hashes of the full blocks of (image, tokens), as vLLM keys its prefix cache.
+
+        The image's KV comes first, keyed by the problem (the sim's prompts carry no pixels; in the
+        real prompt the image follows a system header shared by all prompts, worth one block)."""
+        bs, h, out = self.model.block_size, None, []
+        for k in range(self.image_tokens // bs):
+            h = hash((h, "image", problem, k))
+            out.append(h)
+        for j in range(len(tokens) // bs):
+            h = hash((h, tuple(tokens[j * bs:(j + 1) * bs])))
+            out.append(h)
+        return out
+
+    def cached_tokens(self, blocks: list[int]) -> int:
+        hit = 0
+        for h in blocks:
+            if h not in self.cache:
+                break
+            hit += 1
+        return hit * self.model.block_size
+
+    def touch(self, blocks) -> None:
+        """Mark blocks as just used (computed or reused); evict the least recently used beyond the KV capacity.
+        Running sequences' blocks are in the same LRU: they are always among the most recent."""
+        for h in blocks:
+            self.cache[h] = None
+            self.cache.move_to_end(h)
+        while len(self.cache) > self.cache_blocks:
+            self.cache.popitem(last=False)
 
     async def generate(self, request_id, prompt_ids, sampling_params, image_data=None, video_data=None, **kwargs):
         from verl.workers.rollout.replica import TokenOutput
 
-        token_ids, stop = self.script.reply(list(prompt_ids), int(sampling_params.get("max_tokens", self.script.length)))
+        prompt_ids = list(prompt_ids)
+        token_ids, stop = self.script.reply(prompt_ids, int(sampling_params.get("max_tokens", self.script.length)))
         future = asyncio.get_running_loop().create_future()
         self._order += 1
-        self.waiting.append(_Request(len(prompt_ids) + self.image_tokens, len(token_ids), future, self._order))
+        problem = self.script.prompt_of(prompt_ids)
+        blocks = self.block_hashes(problem, prompt_ids) if self.model.prefix_caching else ()
+        request = _Request(len(prompt_ids) + self.image_tokens, len(token_ids), future, self._order, blocks,
+                           self.script.is_repair(prompt_ids))
+        self.waiting.append(request)
         self.wakeup.set()
         await future
+        if self.model.prefix_caching:  # the finished sequence's blocks stay cached until evicted
+            self.touch(self.block_hashes(problem, prompt_ids + list(token_ids)))
         return TokenOutput(token_ids=token_ids, log_probs=[-0.1] * len(token_ids), stop_reason=stop,
                            extra_fields={"global_steps": 1})
 
@@ -235,8 +301,14 @@ class SimulatedReplica:
                 if used + r.context + len(decoding) > capacity:
                     break
                 self.waiting.popleft()
-                chunk = min(budget, r.context)
-                r.prefilled, budget = chunk, budget - chunk
+                # the cached prefix is not computed again (vLLM computes at least the last token)
+                cached = min(self.cached_tokens(r.blocks), r.context - 1) if r.blocks else 0
+                self.touch(r.blocks)
+                if r.repair and r.done == 0:
+                    self.repair_context += r.context
+                    self.repair_cached += cached
+                chunk = min(budget, r.context - cached)
+                r.prefilled, budget = cached + chunk, budget - chunk
                 prefill += chunk
                 used += r.context
                 self.running.append(r)
@@ -276,7 +348,20 @@ class RolloutScript:
         self.repair_ok = rng.random(prompts) < repair_success
         self.next_sample = [0] * prompts
         enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-        self.filler = enc(" Let me compute the area of the triangle step by step, checking each value.")
+        # a response's reasoning: sentences drawn per (prompt, sample), so rollouts differ from their first
+        # tokens (no prefix-cache hits between siblings' responses) and the lexical selector's
+        # similarities are not all equal
+        self.sentences = [enc(t) for t in (
+            " Let me compute the area of the triangle step by step, checking each value.",
+            " The base is the side on the x axis, so I measure it first.",
+            " The height is the perpendicular distance from the apex to the base.",
+            " Half of base times height gives the area of the shaded region.",
+            " I should check whether the figure is drawn to scale before trusting it.",
+            " Subtract the unshaded part from the whole rectangle instead.",
+            " The two triangles are similar, so their sides are proportional.",
+            " Using the Pythagorean theorem on the right triangle gives the missing side.",
+        )]
+        self.seed, self.n = seed, n  # sample index n keys the repair's own text
         self.think_open = enc("<think>\n")
         self.eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.tails = {ok: enc(f"</think>\n<answer>{ANSWER if ok else WRONG_ANSWER}</answer>") + [self.eos]
@@ -289,25 +374,31 @@ class RolloutScript:
 
         return int(re.search(r"Problem #(\d+)", text).group(1))
 
-    def _body(self, count: int) -> list[int]:
-        reps = count // len(self.filler) + 1
-        return (self.filler * reps)[:max(count, 0)]
+    def _body(self, count: int, *key) -> list[int]:
+        rng = np.random.default_rng((self.seed, *key))
+        out = []
+        while len(out) < count:
+            out += self.sentences[int(rng.integers(len(self.sentences)))]
+        return out[:max(count, 0)]
+
+    def is_repair(self, prompt_ids: list[int]) -> bool:
+        return prompt_ids[-len(self.cue):] == self.cue
 
     def reply(self, prompt_ids: list[int], max_tokens: int) -> tuple[list[int], str]:
-        is_repair = prompt_ids[-len(self.cue):] == self.cue
+        is_repair = self.is_repair(prompt_ids)
         k = self.prompt_of(prompt_ids)
         if is_repair:
             tail = self.tails[bool(self.repair_ok[k])]
             if int(self.repair_len[k]) > max_tokens:  # cut by its budget: no answer, a failed repair
-                return self._body(max_tokens), "completed"
-            return self._body(int(self.repair_len[k]) - len(tail)) + tail, "completed"
+                return self._body(max_tokens, k, self.n), "completed"
+            return self._body(int(self.repair_len[k]) - len(tail), k, self.n) + tail, "completed"
         i = self.next_sample[k]
         self.next_sample[k] += 1
         total = min(int(self.lengths[k, i]), max_tokens)
         tail = self.tails[bool(self.acc[k, i])]
         if total >= self.length:  # truncated: an unclosed think, no answer
-            return self.think_open + self._body(total - len(self.think_open)), "completed"
-        return self.think_open + self._body(total - len(self.think_open) - len(tail)) + tail, "completed"
+            return self.think_open + self._body(total - len(self.think_open), k, i), "completed"
+        return self.think_open + self._body(total - len(self.think_open) - len(tail), k, i) + tail, "completed"
 
 
 # ------------------------------------------------------------------------------ driving verl's worker
@@ -372,7 +463,8 @@ def prompt_batch(prompts: int):
     return batch
 
 
-def simulate(worker, config, args, rgr_enable: bool, model: EngineModel) -> dict:
+def simulate(worker, config, args, rgr_enable: bool, model: EngineModel, routing: str = "sticky",
+             start: str = "after_group") -> dict:
     """One rollout step on fresh simulated replicas; returns the makespan and counts."""
     import random
 
@@ -387,8 +479,10 @@ def simulate(worker, config, args, rgr_enable: bool, model: EngineModel) -> dict
     tq_module.tq.async_kv_put = recorder.async_kv_put
     tq_module.tq.async_kv_batch_put = recorder.async_kv_batch_put
     rgr = worker.rgr_config.__class__(**{**worker.rgr_config.__dict__, "enable": rgr_enable,
-                                         "max_new_tokens": args.max_new_tokens, "timeout_s": args.timeout_s})
+                                         "max_new_tokens": args.max_new_tokens, "timeout_s": args.timeout_s,
+                                         "routing": routing, "start": start})
     worker.rgr_config, worker.rgr_rng = rgr, random.Random(rgr.seed)
+    random.seed(args.seed)  # verl's router breaks least-loaded ties with the global random module
     script = RolloutScript(worker.tokenizer, worker.rgr_tokens.cue_ids, args.length, args.seed, args.repair_success,
                            args.prompts, args.n, args.median, args.sigma, args.fail_factor)
     loop = VirtualClockLoop()
@@ -425,6 +519,8 @@ def simulate(worker, config, args, rgr_enable: bool, model: EngineModel) -> dict
         "tokens": sum(row["response_len"] for row in recorder.rows.values()),
         "steps": sum(r.steps for r in replicas.values()),
         "preemptions": sum(r.preemptions for r in replicas.values()),
+        "repair_cached": sum(r.repair_cached for r in replicas.values())
+        / max(1, sum(r.repair_context for r in replicas.values())),
         "metrics": metrics,
         "cpu_s": time.perf_counter() - start,
     }
@@ -445,28 +541,55 @@ def main(argv=None) -> None:
                         default=512, help="care.rgr.max_new_tokens (repair cap; none = uncapped)")
     parser.add_argument("--timeout-s", type=float, default=None, help="care.rgr.timeout_s (virtual seconds)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="RGR-on runs, routing/start pairs (care.rgr.routing / care.rgr.start)")
+    parser.add_argument("--no-prefix-caching", action="store_true", help="replicas without vLLM's prefix cache")
     parser.add_argument("--quick", action="store_true", help="8 prompts x 8 x 256 tokens, 2 replicas")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts, args.length, args.replicas, args.image_tokens = 8, 256, 2, 64
-    model = EngineModel()
+    modes = [tuple(m.split("/")) for m in args.modes.split(",")]
+    from recipe.care.rgr import ROUTINGS, STARTS, RGRConfig
+
+    bad = [m for m in modes if len(m) != 2 or m[0] not in ROUTINGS or m[1] not in STARTS]
+    if bad:
+        raise SystemExit(f"--modes: {bad} not routing/start with routing in {ROUTINGS}, start in {STARTS}")
+    model = EngineModel(prefix_caching=not args.no_prefix_caching)
     config = build_config(args)
     worker = make_worker(config)
     print(f"shape: {args.prompts} prompts x {args.n}, responses <= {args.length} tokens, {args.replicas} simulated "
-          f"replicas (max_num_seqs {model.max_num_seqs}, KV {model.kv_capacity_tokens} tokens each), "
-          f"repair cap {args.max_new_tokens}, timeout {args.timeout_s}; load {os.getloadavg()[0]:.2f}")
-    runs = {}
-    for enable in (False, True):
-        runs[enable] = r = simulate(worker, config, args, enable, model)
-        m = r["metrics"]
-        print(f"rgr {'on ' if enable else 'off'}: makespan {r['makespan_s']:.2f} s (virtual), {r['rows']} rows, "
-              f"{r['tokens']} response tokens, {r['steps']} engine steps, {r['preemptions']} preemptions, "
-              f"repairs {m.get('rgr/triggered', 0):.0f} (success {m.get('rgr/success', 0):.0f}, "
-              f"no_budget {m.get('rgr/failed/no_budget', 0):.0f}, timeout {m.get('rgr/failed/timeout', 0):.0f}), "
-              f"timing_s/rgr {m.get('timing_s/rgr', 0):.2f}; simulated in {r['cpu_s']:.0f} s of CPU time")
-        if r["prompts_finished"] != args.prompts:
-            raise SystemExit(f"only {r['prompts_finished']} of {args.prompts} prompts finished")
-    print(f"rgr rollout makespan ratio: {runs[True]['makespan_s'] / runs[False]['makespan_s']:.3f}")
+          f"replicas (max_num_seqs {model.max_num_seqs}, KV {model.kv_capacity_tokens} tokens each, prefix caching "
+          f"{'on' if model.prefix_caching else 'off'}), repair cap {args.max_new_tokens}, timeout {args.timeout_s}; "
+          f"load {os.getloadavg()[0]:.2f}")
+    off = simulate(worker, config, args, False, model)
+    report("rgr off:", off, args)
+    ratios = {}
+    for routing, start in modes:
+        on = simulate(worker, config, args, True, model, routing, start)
+        report(f"rgr on : {routing}/{start}", on, args)
+        ratios[routing, start] = on["makespan_s"] / off["makespan_s"]
+    for (routing, start), value in ratios.items():
+        print(f"makespan ratio {routing}/{start}: {value:.3f}")
+    default = (RGRConfig().routing, RGRConfig().start)
+    if default in ratios:  # the care.rgr defaults; the benchmark test reads this last line
+        print(f"rgr rollout makespan ratio: {ratios[default]:.3f}")
+
+
+def report(label: str, r: dict, args) -> None:
+    m = r["metrics"]
+    differs = m.get("rgr/early_choice_differs_rate")
+    print(f"{label} makespan {r['makespan_s']:.2f} s (virtual), {r['rows']} rows, "
+          f"{r['tokens']} response tokens, {r['steps']} engine steps, {r['preemptions']} preemptions, "
+          f"repairs {m.get('rgr/triggered', 0):.0f} (success {m.get('rgr/success', 0):.0f}, "
+          f"no_budget {m.get('rgr/failed/no_budget', 0):.0f}, timeout {m.get('rgr/failed/timeout', 0):.0f}), "
+          f"repair prompt cached {100 * r['repair_cached']:.0f}%, "
+          + (f"early choice differs {100 * differs:.0f}%, " if differs is not None else "")
+          + f"timing_s/rgr {m.get('timing_s/rgr', 0):.2f}; simulated in {r['cpu_s']:.0f} s of CPU time")
+    if r["prompts_finished"] != args.prompts:
+        raise SystemExit(f"only {r['prompts_finished']} of {args.prompts} prompts finished")
+    broken = {k: v for k, v in m.items() if k in ("rgr/failed/generation_error", "rgr/failed/internal_error") and v}
+    if broken:  # the simulated engine never fails: these are bugs, and the figures would be meaningless
+        raise SystemExit(f"{label} repairs failed in the simulation: {broken} (see the log above)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ How it hooks in without copying verl code (every override written against verl 0
 * ``_run_agent_loop`` marks a session that fails before reaching the barrier, so the barrier
   always opens: RGR never blocks the prompt's completion (a group with a failed session is left
   untouched; verl marks it ``failure`` and the replay buffer drops it).
+* ``care.rgr.start=early``: a session whose arrival gives the group a verified positive and a
+  repairable failure starts the repair as a task on the sessions arrived so far; the last session
+  to arrive waits for it instead of running RGR itself.
+* ``care.rgr.routing=sticky``: ``llm_client`` (set by verl's ``__init__``) is wrapped so that each
+  session's ``generate`` request ids are recorded; the repair is sent under its failure's last id,
+  on which verl's router (``GlobalRequestLoadBalancer``, sticky on request id) picks the replica
+  that decoded the failure and holds its prefix in the prefix cache.
 
 Every training rollout (RGR on or off) also gets its think/answer span record
 (``extra_fields["care_spans"]``, :mod:`recipe.care.span_record`), computed here once so that the
@@ -59,7 +66,10 @@ from recipe.care.rgr import (
     RGROutcome,
     RepairTokens,
     ScoreResult,
+    ready_to_repair,
     reflect_group,
+    repair_candidates,
+    select_failure,
 )
 from recipe.care.span_record import SPANS_KEY, span_records
 from recipe.care.verl_compat import require_verl_attr
@@ -101,6 +111,9 @@ class _Group:
         self.kwargs: dict[Any, dict] = {}
         self.failed: set = set()
         self.sampling_params: dict | None = None
+        # session_id -> the request ids of its generate calls, in order (the router's sticky keys)
+        self.request_ids: dict[Any, list] = {}
+        self.repair: asyncio.Future | None = None  # start=early: the repair started before the group completed
         self.ready = asyncio.Event()
 
     def _complete(self) -> bool:
@@ -117,10 +130,45 @@ class _Group:
             return
         self.failed.add(session_id)
         if self._complete():
+            if self.repair is not None:  # verl drops an incomplete group: its repair is wasted work
+                self.repair.cancel()
             self.ready.set()
+
+    def sticky_request_id(self, session_id) -> str | None:
+        """The id of the session's last decode: verl's router maps it to the replica that served it,
+        whose prefix cache holds the prompt, images and the response so far."""
+        ids = self.request_ids.get(session_id)
+        return ids[-1] if ids else None
 
 
 _GROUP: contextvars.ContextVar[_Group | None] = contextvars.ContextVar("care_rgr_group", default=None)
+# The current session's request-id list (a list in _Group.request_ids); None outside training sessions.
+_REQUEST_IDS: contextvars.ContextVar[list | None] = contextvars.ContextVar("care_rgr_request_ids", default=None)
+
+
+class _RequestIdRecorder:
+    """The worker's LLM client (verl's ``LLMServerClient``), recording each ``generate`` call's
+    ``request_id`` in the calling session's list, so a repair can reuse its failure's id.
+
+    The agent loops make their request ids inside verl (``uuid4().hex`` in ``SingleTurnAgentLoop``)
+    and return no replica, so the client call is the one place the id is visible. Everything but
+    ``generate`` goes to the wrapped client.
+    """
+
+    def __init__(self, client):
+        object.__setattr__(self, "_client", client)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def __setattr__(self, name, value):  # verl sets e.g. ``llm_client.tokenizer`` for its traces
+        setattr(self._client, name, value)
+
+    async def generate(self, request_id, **kwargs):
+        ids = _REQUEST_IDS.get()
+        if ids is not None:
+            ids.append(request_id)
+        return await self._client.generate(request_id, **kwargs)
 
 
 class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
@@ -135,6 +183,18 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         self.empty_span = empty_span_of(config)
         if self.rgr_config.enable and self.rgr_config.selector == "logprob" and not self.rollout_config.calculate_log_probs:
             raise ValueError("care.rgr.selector=logprob needs actor_rollout_ref.rollout.calculate_log_probs=true")
+
+    # verl 0.9.1 AgentLoopWorker.__init__ stores its client as ``self.llm_client`` and hands it to every
+    # agent loop (``server_manager=self.llm_client``); a property wraps whatever client is set.
+    @property
+    def llm_client(self):
+        return self._care_llm_client
+
+    @llm_client.setter
+    def llm_client(self, client):
+        if client is not None and not isinstance(client, _RequestIdRecorder):
+            client = _RequestIdRecorder(client)
+        self._care_llm_client = client
 
     # verl 0.9.1 AgentLoopWorkerTQ._run_prompt(prompt, sampling_params, trajectory, trace)
     async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
@@ -155,6 +215,8 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
                                                  **kwargs)
         group.sampling_params = sampling_params
+        # This runs in the session's own task (verl's create_task), so the value is the session's alone.
+        _REQUEST_IDS.set(group.request_ids.setdefault(kwargs.get("session_id"), []))
         try:
             return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
                                                  **kwargs)
@@ -175,13 +237,15 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         session_id = kwargs["session_id"]
         if group.arrive(session_id, outputs, kwargs):
             try:
-                await self._reflect(group)
+                await self._finish(group)
             except Exception:  # RGR must never cost the group: keep the originals, count it
                 logger.exception("RGR failed on prompt %s; keeping the original rollouts", group.uid)
                 self._stamp(group, RGROutcome(reason="internal_error"), None)
             finally:
                 group.ready.set()
         else:
+            if self.rgr_config.start == "early" and group.repair is None and self._ready_early(group):
+                group.repair = asyncio.ensure_future(self._repair(group, sorted(group.outputs)))
             await group.ready.wait()
         final = group.outputs[session_id]
         self._record_spans(final)
@@ -198,26 +262,8 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
 
     # ------------------------------------------------------------------------------------------
 
-    async def _reflect(self, group: _Group) -> None:
-        started = asyncio.get_running_loop().time()
-        sessions = sorted(group.outputs)
-        outcome = RGROutcome()
-        if group.failed:
-            outcome.reason = "incomplete_group"
-        elif any(len(group.outputs[s]) != 1 for s in sessions):
-            outcome.reason = "multi_output"  # multi-output agent loops: not a single rollout to repair
-        else:
-            finals = [group.outputs[s][0] for s in sessions]
-            outcome.rollout_tokens = sum(len(o.response_ids) for o in finals)
-            if any(o.reward_score is None for o in finals):
-                outcome.reason = "no_reward"  # rewards computed later (colocated reward model): cannot gate
-            else:
-                outcome = await self._reflect_scored(group, sessions, finals)
-        outcome.wall_s = asyncio.get_running_loop().time() - started
-        self._stamp(group, outcome, sessions[outcome.source] if outcome.repaired is not None else None)
-
-    async def _reflect_scored(self, group: _Group, sessions: list, finals: list) -> RGROutcome:
-        members = [
+    def _members(self, finals: list) -> list[GroupMember]:
+        return [
             GroupMember(
                 prompt_ids=o.prompt_ids,
                 response_ids=o.response_ids,
@@ -229,12 +275,73 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             for o in finals
         ]
 
+    @staticmethod
+    def _skip_reason(group: _Group) -> str | None:
+        """Why the group's rollouts cannot be judged (counted as rgr/skipped/<reason>); None = they can."""
+        if group.failed:
+            return "incomplete_group"
+        if any(len(outputs) != 1 for outputs in group.outputs.values()):
+            return "multi_output"  # multi-output agent loops: not a single rollout to repair
+        if any(outputs[0].reward_score is None for outputs in group.outputs.values()):
+            return "no_reward"  # rewards computed later (colocated reward model): cannot gate
+        return None
+
+    def _ready_early(self, group: _Group) -> bool:
+        """start=early: do the sessions arrived so far hold a verified positive and a repairable failure?"""
+        if self._skip_reason(group) is not None:
+            return False
+        finals = [group.outputs[s][0] for s in sorted(group.outputs)]
+        return ready_to_repair(self._members(finals), self.tokenizer, self.rgr_tokens.trailing_ids)
+
+    async def _finish(self, group: _Group) -> None:
+        """The group is complete: take the early repair or run RGR now, then put the result in place."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sessions = sorted(group.outputs)
+        reason = self._skip_reason(group)
+        if group.repair is not None:
+            outcome, chosen = await group.repair
+            if reason is None and chosen is not None:
+                outcome.choice_differs = self._choice_differs(group, sessions, chosen)
+        elif reason is None:
+            outcome, chosen = await self._repair(group, sessions)
+        else:
+            outcome, chosen = RGROutcome(reason=reason), None
+        if reason is not None:  # never keep a repair of a group that cannot be judged as a whole
+            outcome, chosen = RGROutcome(reason=reason), None
+        outcome.rollout_tokens = sum(len(o.response_ids) for s in sessions for o in group.outputs[s])
+        outcome.source = None if chosen is None else sessions.index(chosen)  # index in the whole group
+        repaired_session = chosen if outcome.repaired is not None else None
+        if repaired_session is not None:
+            group.outputs[repaired_session] = [outcome.score.payload]
+        outcome.wall_s = loop.time() - started
+        self._stamp(group, outcome, repaired_session)
+
+    def _choice_differs(self, group: _Group, sessions: list, early_session) -> int:
+        """1 when RGR run on the whole group would have chosen another failure than ``early_session``."""
+        if self.rgr_config.selector == "random":
+            return -1  # a fresh draw differs by chance, not by the start time
+        members = self._members([group.outputs[s][0] for s in sessions])
+        candidates = repair_candidates(members, self.tokenizer, self.rgr_tokens.trailing_ids)
+        chosen = select_failure(members, sorted(candidates), self.rgr_config.selector, tokenizer=self.tokenizer,
+                                ngram=self.rgr_config.ngram, empty_span=self.empty_span)
+        return int(sessions[chosen] != early_session)
+
+    async def _repair(self, group: _Group, sessions: list) -> tuple[RGROutcome, Any]:
+        """RGR on the given sessions of the group (all of them, or the ones finished so far):
+        the outcome and the chosen failure's session (None = none chosen; ``outcome.repaired`` says
+        whether its repair is usable)."""
+        _REQUEST_IDS.set(None)  # the repair's own decode is no session's request
+        finals = [group.outputs[s][0] for s in sessions]
+        members = self._members(finals)
+
         async def generate(request: RepairRequest):
             source = finals[request.source]
             mm = source.multi_modal_data or {}
             params = {**(group.sampling_params or {}), **dict(self.rgr_config.sampling), "max_tokens": request.max_tokens}
+            request_id = group.sticky_request_id(sessions[request.source]) if self.rgr_config.routing == "sticky" else None
             return await self.llm_client.generate(
-                request_id=uuid4().hex,
+                request_id=request_id or uuid4().hex,
                 prompt_ids=request.prompt_ids,
                 sampling_params=params,
                 image_data=mm.get("images"),
@@ -255,9 +362,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             members, generate, score, tokenizer=self.tokenizer, config=self.rgr_config, tokens=self.rgr_tokens,
             response_length=self.rollout_config.response_length, rng=self.rgr_rng, empty_span=self.empty_span,
         )
-        if result.outcome.repaired is not None:
-            group.outputs[sessions[result.outcome.source]] = [result.outcome.score.payload]
-        return result.outcome
+        return result.outcome, None if result.outcome.source is None else sessions[result.outcome.source]
 
     @staticmethod
     def _repaired_output(original, repaired: RepairedRollout):

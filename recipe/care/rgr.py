@@ -59,7 +59,11 @@ __all__ = [
     "ScoreResult",
     "RGROutcome",
     "RGRResult",
+    "ROUTINGS",
+    "STARTS",
     "think_prefix_length",
+    "repair_candidates",
+    "ready_to_repair",
     "select_failure",
     "build_repair_request",
     "build_repaired_rollout",
@@ -76,6 +80,10 @@ ACC_KEY = "acc"
 
 SELECTORS = ("lexical", "logprob", "random")
 MODES = ("rederive", "answer_only")
+# care.rgr.routing: which replica decodes a repair (see RGRConfig).
+ROUTINGS = ("sticky", "fresh")
+# care.rgr.start: when a group's repair starts (see RGRConfig).
+STARTS = ("after_group", "early")
 # Why an eligible group kept its original rollouts.
 FAILURE_REASONS = ("no_think_span", "no_budget", "generation_error", "timeout", "empty_continuation",
                    "score_error", "internal_error")
@@ -120,10 +128,19 @@ class RGRConfig:
         (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
     min_budget: fewest continuation tokens worth decoding; less is counted as ``no_budget``.
     max_new_tokens: cap on the repair decode's tokens (512, as the authors' code); null = only the
-        response-length budget. A repair starts after its group's slowest rollout, at the rollout's
-        tail, so its length adds directly to the step's rollout time (benchmarks/bench_rgr_rollout.py).
+        response-length budget. With ``start=after_group`` a repair starts after its group's slowest
+        rollout, at the rollout's tail, so its length adds directly to the step's rollout time
+        (benchmarks/bench_rgr_rollout.py).
     timeout_s: give up on a repair decode after this many seconds (``timeout``); null = no limit.
     seed: seeds the ``random`` selector (per agent-loop worker).
+    routing: ``sticky`` sends the repair decode with the request id of the failure's own decode, so
+        verl's router (sticky on request id) puts it on the replica whose prefix cache holds the
+        failure's prompt, images and think prefix; ``fresh`` gives it a new id (least-loaded replica,
+        the prefix is prefilled again).
+    start: ``after_group`` (the paper's order) chooses and repairs once all n rollouts are scored;
+        ``early`` starts as soon as the group has a verified positive and a finished failure with a
+        think span, choosing among the rollouts finished by then (the anchor and the failure may
+        differ from the after-group choice; ``rgr/early_choice_differs_rate`` counts how often).
     """
 
     enable: bool = True
@@ -139,12 +156,18 @@ class RGRConfig:
     max_new_tokens: int | None = 512
     timeout_s: float | None = None
     seed: int = 0
+    routing: str = "sticky"
+    start: str = "after_group"
 
     def __post_init__(self):
         if self.selector not in SELECTORS:
             raise RGRConfigError(f"care.rgr.selector={self.selector!r}; choose one of {', '.join(SELECTORS)}")
         if self.mode not in MODES:
             raise RGRConfigError(f"care.rgr.mode={self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.routing not in ROUTINGS:
+            raise RGRConfigError(f"care.rgr.routing={self.routing!r}; choose one of {', '.join(ROUTINGS)}")
+        if self.start not in STARTS:
+            raise RGRConfigError(f"care.rgr.start={self.start!r}; choose one of {', '.join(STARTS)}")
         if self.template not in TEMPLATES:
             raise RGRConfigError(f"care.rgr.template={self.template!r}; choose one of {', '.join(TEMPLATES)}")
         if isinstance(self.max_critique_tokens, bool) or not isinstance(self.max_critique_tokens, int) \
@@ -304,6 +327,9 @@ class RGROutcome:
     extra_tokens: int = 0
     rollout_tokens: int = 0
     wall_s: float = 0.0  # from the group's last rollout to the end of RGR (set by the adapter)
+    # start=early only: 1 when the after-group choice (whole group) is another failure, 0 when the
+    # same, -1 when not compared (after_group start, random selector, nothing chosen)
+    choice_differs: int = -1
 
     def record(self, group: str) -> dict:
         """The per-row ``extra_fields["rgr"]`` record (plain Python values, identical on every row)."""
@@ -319,6 +345,7 @@ class RGROutcome:
             # the chosen failure's index in the group (care.records' per-repair record); -1 = none
             "source": -1 if self.source is None else int(self.source),
             "wall_s": float(self.wall_s),
+            "choice_differs": int(self.choice_differs),
         }
 
 
@@ -363,6 +390,27 @@ def think_prefix_length(tokenizer, response_ids: Sequence[int], trailing_ids: It
     while k > 0 and int(ids[k - 1]) in trailing:
         k -= 1
     return k
+
+
+def repair_candidates(members: Sequence[GroupMember], tokenizer, trailing_ids: Iterable[int] = ()) -> dict[int, int]:
+    """The failures RGR may repair, ``{index: think prefix length}``: non-reflected, verified wrong,
+    with a think span (members without ``acc`` are never candidates)."""
+    found = {}
+    for i, m in enumerate(members):
+        if m.reflected or m.acc is None or m.passed:
+            continue
+        k = think_prefix_length(tokenizer, m.response_ids, trailing_ids)
+        if k is not None:
+            found[i] = k
+    return found
+
+
+def ready_to_repair(members: Sequence[GroupMember], tokenizer, trailing_ids: Iterable[int] = ()) -> bool:
+    """True when these (possibly not yet all) rollouts already hold a verified positive and a
+    repairable failure: the moment ``start=early`` starts the repair."""
+    if any(m.acc is None for m in members) or not any(m.passed and not m.reflected for m in members):
+        return False
+    return bool(repair_candidates(members, tokenizer, trailing_ids))
 
 
 def _padded(members: Sequence[GroupMember]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -500,8 +548,8 @@ async def reflect_group(members: Sequence[GroupMember], generate: GenerateFn, sc
         return result  # all correct or all wrong: untouched
     outcome.eligible = outcome.triggered = True
 
-    prefix = {i: think_prefix_length(tokenizer, members[i].response_ids, tokens.trailing_ids) for i in failures}
-    candidates = [i for i in failures if prefix[i] is not None]
+    prefix = repair_candidates(members, tokenizer, tokens.trailing_ids)
+    candidates = sorted(prefix)
     if not candidates:
         outcome.reason = "no_think_span"
         return result
@@ -570,6 +618,8 @@ def rgr_step_metrics(records: Iterable[Mapping[str, Any] | None]) -> dict[str, f
     rgr/success: kept and verified correct; rgr/success_rate = success / triggered (only when
     something was triggered); rgr/extra_token_share = repair-decode tokens / tokens of the groups'
     original rollouts; rgr/failed/<reason> and rgr/skipped/<reason>: counts by reason;
+    rgr/early_choice_differs_rate (start=early, deterministic selectors): the share of repaired-early
+    groups whose after-group choice would have been another failure;
     timing_s/rgr: the longest time RGR held one group back in the step (from its last rollout to its
     repair scored; repairs of different groups overlap, so this bounds what RGR adds to the rollout's
     wall time); rgr/wall_s_mean: the mean over triggered groups.
@@ -594,6 +644,9 @@ def rgr_step_metrics(records: Iterable[Mapping[str, Any] | None]) -> dict[str, f
     }
     if total["triggered"]:
         metrics["rgr/success_rate"] = total["success"] / total["triggered"]
+    compared = [int(r.get("choice_differs", -1)) for r in rows if int(r.get("choice_differs", -1)) >= 0]
+    if compared:
+        metrics["rgr/early_choice_differs_rate"] = sum(compared) / len(compared)
     walls = [float(r.get("wall_s", 0.0)) for r in rows if int(r.get("triggered", 0))]
     metrics["timing_s/rgr"] = max(walls, default=0.0)
     if walls:

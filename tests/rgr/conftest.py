@@ -166,3 +166,20 @@ def verl_config():
         f"reward.custom_reward_function.path={REPO / 'tests' / 'rgr' / 'stub_reward.py'}",
         "reward.custom_reward_function.name=compute_score",
     ])
+
+
+@pytest.fixture(scope="session")
+def worker_parts(verl_config):
+    """One CareAgentLoopWorker (tokenizer, processor, configs) for every adapter test; each test
+    swaps its client and care.rgr block with monkeypatch."""
+    from recipe.care.agent_loop import CareAgentLoopWorker
+    import verl.trainer.ppo.v1.agent_loop_tq as tq_module
+
+    tq_module.tq.init  # noqa: B018  (the module attribute the stand-in replaces must exist)
+    saved = tq_module.tq.init
+    tq_module.tq.init = lambda *a, **k: None
+    try:
+        worker = CareAgentLoopWorker(verl_config, None, None, None)
+    finally:
+        tq_module.tq.init = saved
+    return worker

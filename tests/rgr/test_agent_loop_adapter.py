@@ -96,22 +96,6 @@ class RecordingTQ:
         return seq
 
 
-@pytest.fixture(scope="module")
-def worker_parts(verl_config):
-    """The worker's heavy state (tokenizer, processor, configs), built once: one CareAgentLoopWorker."""
-    from recipe.care.agent_loop import CareAgentLoopWorker
-    import verl.trainer.ppo.v1.agent_loop_tq as tq_module
-
-    tq_module.tq.init  # noqa: B018  (the module attribute the stand-in replaces must exist)
-    saved = tq_module.tq.init
-    tq_module.tq.init = lambda *a, **k: None
-    try:
-        worker = CareAgentLoopWorker(verl_config, None, None, None)
-    finally:
-        tq_module.tq.init = saved
-    return worker
-
-
 def _image():
     return Image.fromarray(np.full((56, 56, 3), 120, dtype=np.uint8))
 
@@ -135,8 +119,9 @@ def _batch(questions, validate=False):
     return batch
 
 
-def drive(worker, server, questions, monkeypatch, validate=False, rgr_enable=True, timeout=90):
-    """Run the worker on ``questions`` until every prompt is settled; return the recorded TQ writes."""
+def drive(worker, server, questions, monkeypatch, validate=False, rgr_enable=True, timeout=90, **rgr_block):
+    """Run the worker on ``questions`` until every prompt is settled; return the recorded TQ writes.
+    ``server``: what replaces the worker's LLM client; ``rgr_block``: care.rgr values for this run."""
     import verl.trainer.ppo.v1.agent_loop_tq as tq_module
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
@@ -145,7 +130,7 @@ def drive(worker, server, questions, monkeypatch, validate=False, rgr_enable=Tru
     monkeypatch.setattr(tq_module.tq, "async_kv_batch_put", recorder.async_kv_batch_put)
     monkeypatch.setattr(worker, "llm_client", server)
     monkeypatch.setattr(worker, "rgr_config", worker.rgr_config.__class__(
-        **{**worker.rgr_config.__dict__, "enable": rgr_enable}))
+        **{**worker.rgr_config.__dict__, "enable": rgr_enable, **rgr_block}))
 
     class Handle:  # a Ray actor handle's .remote(), in process
         def __init__(self, target):

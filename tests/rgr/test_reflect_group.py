@@ -43,7 +43,8 @@ def test_success_replaces_the_failure_in_place(tokenizer, reflect):
     record = out.record("uid-1")
     assert record == {"group": "uid-1", "eligible": 1, "triggered": 1, "replaced": 1, "success": 1, "reason": "",
                       "extra_tokens": out.extra_tokens, "rollout_tokens": out.rollout_tokens, "source": 1,
-                      "wall_s": 0.0}  # set by the agent-loop adapter, which times the whole RGR step
+                      "wall_s": 0.0,  # set by the agent-loop adapter, which times the whole RGR step
+                      "choice_differs": -1}  # compared by the adapter, and only when it starts early
 
 
 def test_failed_repair_is_still_kept_and_flagged(tokenizer, reflect):

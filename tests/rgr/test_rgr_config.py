@@ -24,6 +24,7 @@ def test_rgr_yaml_composes_and_converts_to_verl_dataclasses(verl_config):
     rgr = rgr_config_of(verl_config)
     assert rgr.enable and rgr.selector == "lexical" and rgr.mode == "rederive"
     assert rgr.template == "paper" and rgr.cue is None and rgr.max_critique_tokens == 64
+    assert rgr.routing == "sticky" and rgr.start == "after_group"  # the paper's order, the failure's replica
     assert rgr.cue_text == SPEC_CUE == DEFAULT_CUE
     assert dict(rgr.sampling) == {"temperature": 0.5}  # the hydra override reached the block
 
@@ -55,6 +56,8 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
         ({"max_new_tokens": 0}, "care.rgr.max_new_tokens"),
         ({"sampling": {"max_tokens": 10}}, "max_tokens"),
         ({"selecter": "lexical"}, "care.rgr.selecter"),
+        ({"routing": "random"}, "care.rgr.routing"),
+        ({"start": "eager"}, "care.rgr.start"),
     ],
 )
 def test_bad_blocks_are_clear_errors(block, needle):

@@ -47,3 +47,10 @@ def test_rgr_wall_time_is_the_longest_triggered_group_and_the_mean():
     assert m["timing_s/rgr"] == 3.0 and m["rgr/wall_s_mean"] == pytest.approx(2.0)
     m = rgr_step_metrics(_rows("c", untouched, 8))
     assert m["timing_s/rgr"] == 0.0 and "rgr/wall_s_mean" not in m
+
+
+def test_early_choice_rate_counts_only_compared_groups():
+    same, other, untimed = (RGROutcome(eligible=True, triggered=True, choice_differs=v) for v in (0, 1, -1))
+    m = rgr_step_metrics(_rows("a", same, 4) + _rows("b", other, 4) + _rows("c", other, 4) + _rows("d", untimed, 4))
+    assert m["rgr/early_choice_differs_rate"] == pytest.approx(2 / 3)
+    assert "rgr/early_choice_differs_rate" not in rgr_step_metrics(_rows("d", untimed, 4))  # after_group runs

@@ -95,3 +95,20 @@ def test_lexical_anchor_follows_the_empty_span_rule(tokenizer):
             for rule in ("missing", "zero")}
     assert pick == {"missing": 3, "zero": 2}
     assert select_failure(members, [2, 3], "lexical", tokenizer=tokenizer) == 3
+
+
+def test_early_start_needs_a_positive_and_a_failure_with_a_think_span(tokenizer):
+    from recipe.care.rgr import ready_to_repair, repair_candidates
+
+    right, wrong = member(tokenizer, ANCHOR, 1), member(tokenizer, NEAR_ANCHOR, 0)
+    no_think = member(tokenizer, "<answer>5</answer>", 0)
+    assert not ready_to_repair([right], tokenizer)
+    assert not ready_to_repair([wrong, no_think], tokenizer)  # no positive yet
+    assert not ready_to_repair([right, no_think], tokenizer)  # nothing to cut a prefix from
+    assert ready_to_repair([no_think, right, wrong], tokenizer)
+    assert list(repair_candidates([no_think, right, wrong], tokenizer)) == [2]
+    unjudged = member(tokenizer, NEAR_ANCHOR, None)
+    assert not ready_to_repair([right, wrong, unjudged], tokenizer)  # a rollout without acc: never gate on it
+    reflected = member(tokenizer, ANCHOR, 1)
+    reflected.reflected = True
+    assert not ready_to_repair([reflected, wrong], tokenizer)  # a repaired row is never the anchor
