@@ -74,10 +74,11 @@ def assert_rollout_ran_on_vllm(workdir: Path, label: str, console: str) -> None:
     assert "rollout: verl's vLLMHttpServer on vLLM 0.24.0+cpu" in console
 
 
-def stale_sampler_gap(old_policy: Path, new_policy: Path, prompt: str, seed: int = 0) -> tuple[float, float]:
-    """verl's sampler-vs-policy metric (training/rollout_probs_diff_max, verl/utils/debug/metrics.py) for
-    a response sampled by ``new_policy``: (its value when the sampler holds the new weights, its value
-    when the sampler still holds ``old_policy``'s, i.e. the weight syncs were skipped)."""
+def stale_sampler_gap(old_policy: Path, new_policy: Path, prompt: str, samples: int = 4) -> tuple[float, float]:
+    """verl's sampler-vs-policy metric (training/rollout_probs_diff_max, verl/utils/debug/metrics.py, the
+    max over a batch) for ``samples`` responses sampled by ``new_policy``: (its value when the sampler
+    holds the new weights, its value when the sampler still holds ``old_policy``'s, i.e. the weight syncs
+    were skipped)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
     from verl import DataProto
@@ -88,20 +89,23 @@ def stale_sampler_gap(old_policy: Path, new_policy: Path, prompt: str, seed: int
                                         return_tensors="pt", return_dict=True)["input_ids"]
     new, old = (AutoModelForImageTextToText.from_pretrained(str(p), dtype=torch.float32).eval()
                 for p in (new_policy, old_policy))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        full = new.generate(ids, max_new_tokens=48, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
-        response = full[:, ids.shape[1]:]
+    synced, skipped = [], []
+    for seed in range(samples):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            full = new.generate(ids, max_new_tokens=48, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+            response = full[:, ids.shape[1]:]
 
-        def log_probs(model):
-            logits = model(full).logits[:, ids.shape[1] - 1:-1]
-            return torch.log_softmax(logits.float(), -1).gather(-1, response[..., None]).squeeze(-1)
+            def log_probs(model):
+                logits = model(full).logits[:, ids.shape[1] - 1:-1]
+                return torch.log_softmax(logits.float(), -1).gather(-1, response[..., None]).squeeze(-1)
 
-        actor, stale = log_probs(new), log_probs(old)
-    batch = {"responses": response, "old_log_probs": actor, "response_mask": torch.ones_like(response)}
-    synced = calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": actor.clone()}))
-    skipped = calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": stale}))
-    return synced["training/rollout_probs_diff_max"], skipped["training/rollout_probs_diff_max"]
+            actor, stale = log_probs(new), log_probs(old)
+        batch = {"responses": response, "old_log_probs": actor, "response_mask": torch.ones_like(response)}
+        synced.append(calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": actor.clone()})))
+        skipped.append(calculate_debug_metrics(DataProto.from_dict({**batch, "rollout_log_probs": stale})))
+    key = "training/rollout_probs_diff_max"
+    return max(m[key] for m in synced), max(m[key] for m in skipped)
 
 
 def assert_clip_split_by_sign(record: dict) -> None:
