@@ -34,6 +34,8 @@ NO_QUICK = {
 # Scripts other branches are changing that lack --quick today: strict xfail, so the merge that adds
 # the quick mode fails here until its entry is removed.
 PENDING_QUICK: dict[str, str] = {}
+# Scripts that need a package beyond the test extras (vLLM: scripts/install_cpu_stack.sh installs its CPU build).
+NEEDS = {"bench_rgr_prefix_cache.py": "vllm"}
 # Extra flags so the quick run covers every code path of the script.
 QUICK_ARGS = {"bench_records.py": ["--quick", "--trainer"]}
 
@@ -106,7 +108,15 @@ def check_verifiers(lines: list[str]) -> None:
     assert lines[-1].startswith("hostile: ") and lines[-1].endswith("scored right: 0")
 
 
+def check_rgr_prefix_cache(lines: list[str]) -> None:
+    other = next(line for line in lines if line.startswith("cached share of the repair prompt, other replica"))
+    assert "mean 0.000" in other  # a replica that never saw the failure holds none of its prefix
+    # on the failure's engine the prompt, image and think prefix (whole KV blocks of them) are cached
+    assert ratio(lines[-1], "repair prefix-cache hit rate (sticky)") > 0.3
+
+
 CHECKS = {
+    "bench_rgr_prefix_cache.py": check_rgr_prefix_cache,
     "bench_verifiers.py": check_verifiers,
     "bench_advantage.py": check_advantage,
     "bench_rgr_rollout.py": check_rgr_rollout,
@@ -127,7 +137,7 @@ def quick_params():
 def test_every_listed_script_exists():
     """An exclusion or check for a script that is gone would hide nothing, but would mislead."""
     present = set(scripts())
-    for listed in (*NO_QUICK, *PENDING_QUICK, *QUICK_ARGS, *CHECKS):
+    for listed in (*NO_QUICK, *PENDING_QUICK, *NEEDS, *QUICK_ARGS, *CHECKS):
         assert listed in present, f"{listed} is listed in {Path(__file__).name} but not in benchmarks/"
 
 
@@ -136,6 +146,8 @@ def test_quick_mode_runs(script):
     source = (BENCHMARKS / script).read_text()
     assert '"--quick"' in source, (f"benchmarks/{script} has no --quick mode: add one that runs in seconds, "
                                    f"or list it in NO_QUICK with the reason")
+    if script in NEEDS:
+        pytest.importorskip(NEEDS[script])
     lines = run_script(script, *QUICK_ARGS.get(script, ["--quick"]))
     assert lines, f"{script} --quick printed nothing"
     assert re.search(r": \d", lines[-1]), f"{script}: the last line {lines[-1]!r} is not its figure"
