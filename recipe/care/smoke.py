@@ -546,6 +546,9 @@ HARMLESS = re.compile("|".join([
     r"LoRA dynamic loading & unloading is enabled in the API server",
     r"Default vLLM sampling parameters have been overridden by the model's `generation_config\.json`",
     r"IPC is not supported on your devices\. Falling back to shared memory", r"NUMA binding: Using MEMBIND policy",
+    # verl asks every processor for Qwen3's `enable_thinking`; transformers 5.9 deprecates `use_fast`
+    r"Keyword argument `enable_thinking` is not a valid argument for this processor",
+    r"The `use_fast` parameter is deprecated",
 ]))
 # Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
 NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
