@@ -184,7 +184,14 @@ def test_vllm_backend_without_vllm_is_a_clear_error_before_lmms_eval_runs(tmp_pa
     model.mkdir()
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"")
-    assert main([str(model), "--backend", "vllm", "--python", sys.executable, "--out", str(tmp_path / "out")]) == 3
+    # an interpreter without vLLM (this one may have vLLM's CPU build): `import vllm` fails in it
+    hidden = tmp_path / "no_vllm"
+    (hidden / "vllm").mkdir(parents=True)
+    (hidden / "vllm" / "__init__.py").write_text("raise ImportError('No module named vllm')\n")
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={hidden} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    assert main([str(model), "--backend", "vllm", "--python", str(python), "--out", str(tmp_path / "out")]) == 3
     err = capsys.readouterr().err
     assert "cannot import vllm" in err and "LMMS_EVAL_VLLM=1 bash evaluation/lmms_eval_venv.sh" in err
     assert not (tmp_path / "out" / "lmms_tasks").exists()  # nothing ran

@@ -56,6 +56,8 @@ def run_folders(tmp_path_factory) -> dict[str, str]:
     data = tmp_path_factory.mktemp("mix")
     for name in ("train-00000.parquet", "val.parquet"):  # the dry run's preflight checks they exist
         (data / name).write_bytes(b"x")
+    # ... and that they are a complete build (report.json, data_prep's completion marker)
+    (data / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
     folders = {}
     for algo in ("care", "grpo"):
         run_dir, metrics = dry_run_paths(algo, data)
