@@ -55,6 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     n = 4 if args.quick else args.prompts
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # vLLM logs to stdout, its shutdown notices after the figures: keep stdout to this script's lines
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
