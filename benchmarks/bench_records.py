@@ -55,13 +55,14 @@ def make_batch(prompts: int, n: int, length: int, hidden: int, seed: int = 0) ->
     answer_mask = (positions >= think_end.unsqueeze(1) + 4) & (positions < resp_len.unsqueeze(1) - 4)
     token_level_rewards = torch.zeros(batch, length)
     token_level_rewards[torch.arange(batch), resp_len - 1] = 0.9 * acc.float() + 0.1 * fmt
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(batch))
-    index = np.array([f"uid-{i // n}" for i in range(batch)], dtype=object)[order.numpy()]
-    acc = acc[order]  # a row keeps its group's accuracy when the rows are reordered
-    return dict(token_level_rewards=token_level_rewards, response_mask=response_mask, index=index, acc=acc,
+    rows = dict(token_level_rewards=token_level_rewards, response_mask=response_mask, acc=acc,
                 think_mask=think_mask, answer_mask=answer_mask, think_len=think_mask.sum(1),
                 answer_len=answer_mask.sum(1), response_len=resp_len,
                 think_emb=torch.randn(batch, hidden, generator=gen), logp_sum=-torch.rand(batch, generator=gen) * resp_len)
+    # One reordering for every per-row field, so a row keeps its group, accuracy and reward together.
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(batch))
+    index = np.array([f"uid-{i // n}" for i in range(batch)], dtype=object)[order.numpy()]
+    return {"index": index, **{key: value[order] for key, value in rows.items()}}
 
 
 def add_rgr(b: dict, n: int) -> None:

@@ -1,4 +1,4 @@
-"""A prepared GPU check of what CPU runs cannot show (issue 11): torch + transformers only.
+"""A prepared GPU check of what CPU runs cannot show: torch + transformers only.
 
     python benchmarks/gpu_check.py                      # one GPU (H200: meant to finish in < 8 min)
     python benchmarks/gpu_check.py --device cpu --quick # reduced sizes; runs in the test suite

@@ -57,7 +57,7 @@ OUTPUT_SCHEMA = pa.schema(
 VISION_R1_COLD = "vision_r1_cold"  # the data_source of every SFT row
 LLAVA_COT, MULBERRY = "llava_cot", "mulberry"
 SFT_SUBSETS = (LLAVA_COT, MULBERRY)
-# Test sets of other benchmarks (issue 13 writes them): a question and its images, nothing else needed.
+# Test sets of other benchmarks (data_prep/build_bench.py writes them): a question and its images, nothing else needed.
 BENCHMARK = "benchmark"
 
 # verl's MultiTurnSFTDataset: `messages` (chat turns; the user text holds one "<image>" per entry of

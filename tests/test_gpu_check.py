@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py in its reduced CPU mode, so the prepared GPU check cannot rot (issue 11)."""
+"""benchmarks/gpu_check.py in its reduced CPU mode, so the prepared GPU check cannot rot."""
 
 import re
 import subprocess

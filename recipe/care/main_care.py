@@ -56,7 +56,7 @@ ALGO_OVERRIDES: dict[str, list[str]] = {
     ],
 }
 
-# care.* key -> CareConfig field. `rgr` is the RGR block (issue 6), `records` the per-group /
+# care.* key -> CareConfig field. `rgr` is the RGR block, `records` the per-group /
 # per-repair records (recipe/care/records.py); each is validated by its own module.
 _CARE_KEYS = {
     "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",

@@ -61,11 +61,11 @@ ANSWER_FORMAT = "<think>{reason}</think><answer>{answer}</answer>"
 CHART_QUESTION = "How many bars are in the chart?"
 GEOMETRY_QUESTION = "<image>What number is written inside the triangle?"
 
-# Smoke sizes (the issue: batch 2-4 prompts, n = 5-6 >= 1 + K, short responses, 2-3 steps).
+# Smoke sizes (batch 2-4 prompts, n = 5-6 >= 1 + K, short responses, 2-3 steps).
 RGR_MANAGER = "recipe.care.agent_loop.CareAgentLoopManager"
 BATCH, ROLLOUT_N, CARE_K, CARE_M = 4, 6, 2, 3
-# Cold-start SFT of the random tiny model through verl's SFT trainer (replaces the former
-# hand-written warm-up: 200 steps of 1 example at lr 3e-3 gave 25% accuracy, 76% mixed groups).
+# Cold-start SFT of the random tiny model through verl's SFT trainer, so that some sampled answers are
+# right (a random model never answers correctly and every group would be all-wrong).
 # Steps measured with benchmarks/smoke_sft_accuracy.py (6 answers per training prompt at
 # temperature 1): see SFT_STEPS's comment there and in the README.
 SFT_STEPS = 100
@@ -156,7 +156,7 @@ def write_cold_start_fixture(root: Path, parquet_files: list[str]) -> Path:
 
     Charts go to the LLaVA-CoT file (``image``: one path, human/gpt turns), triangles to the Mulberry
     file (``images``: a list, user/assistant turns), each picture saved under the subset's image
-    folder, the answer in an R1-style response. Like the former warm-up, the cold start sees the RL
+    folder, the answer in an R1-style response. The cold start sees the RL
     training pictures: with other pictures the 10M-parameter model cannot learn to count, so its
     accuracy (and the share of mixed groups) would rest on guessing alone.
     """

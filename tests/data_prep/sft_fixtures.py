@@ -107,7 +107,7 @@ def build(root: str) -> dict:
     with open(os.path.join(ds, "vision_r1_mulberry_sft_full.json"), "w") as fh:
         json.dump(mulberry, fh)
 
-    # A benchmark test set as issue 13 writes them: question + images (re-encoded JPEG of l7's picture).
+    # A benchmark test set as build_bench.py writes them: question + images (re-encoded JPEG of l7's picture).
     bench_dir = os.path.join(root, "benchmark")
     os.makedirs(bench_dir)
     table = pa.table({"id": ["b0", "b1"], "question": [BENCHMARK_QUESTION, "Other question?"],

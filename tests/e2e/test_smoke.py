@@ -152,7 +152,7 @@ def assert_cold_start_sft_ran_through_verl(workdir: Path, log: str) -> None:
 
 
 def assert_benchmarks_validated_and_evaluated(workdir: Path, validated: list[dict], label: str) -> None:
-    """Issue 13's smoke: each run validates on the six benchmark look-alikes after its last step
+    """Each run validates on the six benchmark look-alikes after its last step
     (verl's val-core/<benchmark>/acc/mean@1 plus the trainer's macro), then the final checkpoint is
     merged by verl's merger and evaluated by lmms-eval on the same look-alikes (eval/results.json)."""
     import pyarrow.parquet as pq

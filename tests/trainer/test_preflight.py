@@ -1,4 +1,4 @@
-"""recipe/care/preflight.py: one clear line per problem, before Ray starts (issue 11)."""
+"""recipe/care/preflight.py: one clear line per problem, before Ray starts."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Launch presets for the paper's backbones (recipe/care/presets.py, run_care.sh --model; issue 11)."""
+"""Launch presets for the paper's backbones (recipe/care/presets.py, run_care.sh --model)."""
 
 import re
 import subprocess

@@ -1,4 +1,4 @@
-"""The care_sync advantage step on groups repaired by RGR (issue 6: the trainer side).
+"""The care_sync advantage step on groups repaired by RGR (the trainer side).
 
 A repaired rollout arrives with ``extra_fields["reflected"] = True`` and every row of the group
 carries the group's ``extra_fields["rgr"]`` record. The trainer must give the reflected row one

@@ -1,4 +1,4 @@
-"""Run report (issue 14): ``python -m recipe.care.report RUN [RUN ...] --out DIR``.
+"""Run report: ``python -m recipe.care.report RUN [RUN ...] --out DIR``.
 
 load.py reads runs (verl file-logger metrics, care.records); signature.py fits the mechanism
 signature; figures.py draws one panel per function; build.py writes the PNGs and index.md;
