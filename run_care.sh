@@ -5,7 +5,7 @@
 #   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
-#                                                         # (recipe/care/smoke.py; ignores the GPU settings below)
+#                                                         # (smoke/driver.py; ignores the GPU settings below)
 #   bash run_care.sh --stage sft [key=value ...]          # cold-start SFT first (verl's SFT trainer, torchrun):
 #                                                         # SFT_DATA_DIR [data/care_sft] from data_prep/build_sft.py,
 #                                                         # MODEL_PATH, N_GPUS_PER_NODE, NNODES; writes a Hugging Face
@@ -102,10 +102,10 @@ while (($# > 0)); do
 done
 
 if ((smoke == 1)); then
-  # The embedded default (recipe/care/smoke.py): builds the tiny model and data offline, then runs
+  # The embedded default (smoke/driver.py): builds the tiny model and data offline, then runs
   # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
   # Remaining key=value arguments are verl/CARE overrides for those runs.
-  exec "$PYTHON" -m recipe.care.smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
+  exec "$PYTHON" -m smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
 fi
 
 if ((help == 1)); then

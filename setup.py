@@ -30,7 +30,7 @@ install_requires = [
     "imagehash>=4.3",
     "ijson>=3.2",  # streams the cold-start set's JSON arrays (data_prep/build_sft.py)
     "tqdm>=4.66",
-    "matplotlib>=3.8",  # python -m recipe.care.report (headless Agg backend)
+    "matplotlib>=3.8",  # python -m report (headless Agg backend)
 ]
 
 extras_require = {
@@ -69,8 +69,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
     packages=find_namespace_packages(include=["recipe.care", "recipe.care.*", "verifiers", "verifiers.*",
-                                              "data_prep", "data_prep.*", "evaluation", "evaluation.*"]),
-    package_data={"recipe.care": ["config/*.yaml", "chat_templates/*.jinja"], "evaluation": ["*.sh"]},
+                                              "data_prep", "data_prep.*", "evaluation", "evaluation.*",
+                                              "report", "report.*", "smoke", "smoke.*", "verl_cpu", "verl_cpu.*"]),
+    package_data={"recipe.care": ["config/*.yaml", "requirements.txt", "README.md"],
+                  "smoke": ["chat_templates/*.jinja"], "evaluation": ["*.sh"]},
     include_package_data=True,
     install_requires=install_requires,
     extras_require=extras_require,

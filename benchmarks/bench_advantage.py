@@ -42,7 +42,7 @@ from recipe.care.core_algos import (CareConfig, compute_care_sequence_advantages
                                     compute_region_weighted_token_advantages)
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics  # noqa: E402
 from recipe.care.rgr import rgr_step_metrics  # noqa: E402
-from recipe.care.span_record import SPANS_KEY, records_of, span_records, spans_from_records  # noqa: E402
+from recipe.care.span_records import SPANS_KEY, records_of, span_records, spans_from_records  # noqa: E402
 from recipe.care.think_embedding import response_pool_mask  # noqa: E402
 
 # Reasoning sentences of the kind Qwen2.5-VL writes on ChartQA / Geometry3K / ViRL39K.
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
     from verl.workers.utils.padding import response_to_nested
 
-    from recipe.care.tiny_models import load_qwen25_tokenizer
+    from smoke.tiny_models import load_qwen25_tokenizer
     from recipe.care.trainer import ADVANTAGE_FIELDS, _column, _padded, compute_care_advantage_fields, \
         pool_mask_field, read_reward_info
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from recipe.care.core_algos import (CareConfig, compute_care_sequence_advantages,  # noqa: E402
                                     compute_region_weighted_token_advantages)
-from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records,  # noqa: E402
+from recipe.care.group_records import (GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records,  # noqa: E402
                                  build_repair_records)
 
 RGR_SETTINGS = {"selector": "lexical", "mode": "rederive",
@@ -146,7 +146,7 @@ def bench_trainer_step(args, cfg: CareConfig) -> None:
     """The trainer's whole advantage step (spans, advantages, metrics, the fields written back) on/off."""
     import numpy as np
 
-    from recipe.care.tiny_models import load_qwen25_tokenizer
+    from smoke.tiny_models import load_qwen25_tokenizer
     from recipe.care.trainer import CarePPOTrainer, compute_care_advantage_fields
 
     tokenizer = load_qwen25_tokenizer()

@@ -3,7 +3,7 @@
 A repair's prompt is its failure's prompt, image and think prefix plus the cue
 (``recipe.care.rgr.build_repair_request``). The replica that decoded the failure holds that prefix in
 its prefix cache; another replica does not. ``care.rgr.routing: sticky`` sends the repair under its
-failure's request id, so verl's router keeps it on the failure's replica (tests/rgr/
+failure's request id, so verl's router keeps it on the failure's replica (tests/recipe/care/
 test_repair_scheduling.py checks the routing with verl's real router). This script measures what that
 is worth on the engine: the share of each repair's prompt tokens vLLM served from its cache
 (``RequestOutput.num_cached_tokens``) on the failure's engine ("sticky"), against the same engine after
@@ -11,7 +11,7 @@ is worth on the engine: the share of each repair's prompt tokens vLLM served fro
 
     python benchmarks/bench_rgr_prefix_cache.py [--prompts 8] [--quick]
 
-The tiny random Qwen2.5-VL of recipe/care/tiny_models.py with drawn images; the failure's think prefix
+The tiny random Qwen2.5-VL of smoke/tiny_models.py with drawn images; the failure's think prefix
 is the first half of its sampled response (a random model writes no tags). Needs vLLM (on CPU:
 ``bash scripts/install_cpu_stack.sh``); the engine starts in about a minute on 2 cores.
 """
@@ -62,7 +62,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
 
     from recipe.care.rgr import GroupMember, RepairTokens, RGRConfig, build_repair_request
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
 
     path = str(tiny_qwen25_vl_dir())
     processor = AutoProcessor.from_pretrained(path)

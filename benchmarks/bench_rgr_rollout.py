@@ -420,7 +420,7 @@ class RecordingTQ:
 
 def build_config(args):
     from recipe.care.main_care import compose_config
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
 
     return compose_config([
         f"actor_rollout_ref.model.path={tiny_qwen25_vl_dir()}",

@@ -3,7 +3,7 @@
     flock /tmp/care-heavy.lock python benchmarks/bench_think_embedding.py [--samples 8 --prompt 64 --response 256 --repeat 2]
     python benchmarks/bench_think_embedding.py --quick     # tiny model, seconds (what the test runs)
 
-Runs :class:`recipe.care.worker.CareActorRolloutRefWorker` (verl 0.9.1's ``ActorRolloutRefWorker``
+Runs :class:`recipe.care.think_embedding_tap.CareActorRolloutRefWorker` (verl 0.9.1's ``ActorRolloutRefWorker``
 with the tap) through verl's real FSDP2 engine on CPU (gloo, world size 1, fp32, remove-padding,
 token-budgeted micro-batches), on a randomly initialised Qwen2 of Qwen2.5-0.5B's depth and width
 (24 layers, hidden 896, 14 heads / 2 KV heads, the real 151,936-token vocabulary; ~0.3-0.5 B
@@ -156,8 +156,8 @@ def main(argv=None) -> None:
     from recipe.care.main_care import compose_config
     from recipe.care.spans import compute_response_spans
     from recipe.care.think_embedding import response_pool_mask
-    from recipe.care.tiny_models import load_qwen25_tokenizer, tiny_qwen2_dir
-    from recipe.care.worker import CareActorRolloutRefWorker
+    from smoke.tiny_models import load_qwen25_tokenizer, tiny_qwen2_dir
+    from recipe.care.think_embedding_tap import CareActorRolloutRefWorker
 
     tokenizer = load_qwen25_tokenizer()
     path = str(tiny_qwen2_dir(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,

@@ -142,7 +142,7 @@ def make_samples(s: Sizes, seed: int = 0) -> list[dict]:
 
 @contextmanager
 def norm_capture(model):
-    """Forward hook on the decoder's final norm (what recipe/care/worker.py's tap hooks)."""
+    """Forward hook on the decoder's final norm (what recipe/care/think_embedding_tap.py's tap hooks)."""
     captured = []
     handle = model.get_decoder().norm.register_forward_hook(lambda m, a, out: captured.append(out))
     try:

@@ -1,4 +1,4 @@
-"""How many cold-start SFT steps the smoke run's tiny model needs (recipe/care/smoke.py SFT_STEPS).
+"""How many cold-start SFT steps the smoke run's tiny model needs (smoke/driver.py SFT_STEPS).
 
 For each SFT length: run the smoke's cold-start stage (build_sft.py on the Vision-R1-cold
 look-alike, then verl's SFT trainer through ``torchrun -m recipe.care.main_sft``, the same
@@ -27,7 +27,7 @@ def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from recipe.care.smoke import MAX_RESPONSE, chat_prompt
+    from smoke.driver import MAX_RESPONSE, chat_prompt
     from verifiers import verify
 
     processor = AutoProcessor.from_pretrained(str(model_dir))
@@ -48,7 +48,7 @@ def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -
 
 def main() -> int:
     from recipe.care import smoke
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[smoke.SFT_STEPS // 2, smoke.SFT_STEPS,

@@ -76,6 +76,6 @@ def test_the_link_pattern_finds_links_and_skips_code():
 
 def test_heading_ids_as_github_spells_them(tmp_path):
     doc = tmp_path / "a.md"
-    doc.write_text("# care-verl\n### Seeing a run: `python -m recipe.care.report`\n## Notes\n## Notes\n"
+    doc.write_text("# care-verl\n### Seeing a run: `python -m report`\n## Notes\n## Notes\n"
                    "```\n# not a heading\n```\n")
     assert heading_ids(doc) == {"care-verl", "seeing-a-run-python--m-recipecarereport", "notes", "notes-1"}

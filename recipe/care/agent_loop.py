@@ -34,7 +34,7 @@ How it hooks in without copying verl code (every override written against verl 0
   that decoded the failure and holds its prefix in the prefix cache.
 
 Every training rollout (RGR on or off) also gets its think/answer span record
-(``extra_fields["care_spans"]``, :mod:`recipe.care.span_record`), computed here once so that the
+(``extra_fields["care_spans"]``, :mod:`recipe.care.span_records`), computed here once so that the
 trainer's driver never decodes responses.
 
 What reaches the trainer, per row, in ``extra_fields``: ``reflected`` (True on the repaired row,
@@ -71,7 +71,7 @@ from recipe.care.rgr import (
     repair_candidates,
     select_failure,
 )
-from recipe.care.span_record import SPANS_KEY, span_records
+from recipe.care.span_records import SPANS_KEY, span_records
 from recipe.care.verl_compat import require_verl_attr
 
 logger = logging.getLogger(__name__)

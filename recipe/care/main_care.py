@@ -57,7 +57,7 @@ ALGO_OVERRIDES: dict[str, list[str]] = {
 }
 
 # care.* key -> CareConfig field. `rgr` is the RGR block, `records` the per-group /
-# per-repair records (recipe/care/records.py); each is validated by its own module.
+# per-repair records (recipe/care/group_records.py); each is validated by its own module.
 _CARE_KEYS = {
     "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",
     "equalize": "equalize", "selector": "selector", "tau_think": "tau_think",
@@ -196,7 +196,7 @@ def validate_care_config(config: DictConfig) -> None:
     except (TypeError, ValueError) as exc:
         problems.append(f"care.rgr: {exc}")
     try:
-        from recipe.care.records import RecordsConfig
+        from recipe.care.group_records import RecordsConfig
 
         RecordsConfig.from_config(config.care.get("records", None))
     except (TypeError, ValueError) as exc:

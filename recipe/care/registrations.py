@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 # What care_trainer.yaml's ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES
-# lists (tests/trainer/test_registrations.py keeps the two and runtime_env.yaml in step).
+# lists (tests/recipe/care/test_registrations.py keeps the two and runtime_env.yaml in step).
 WORKER_MODULES = ("recipe.care.reward_manager", "recipe.care.adv_estimator", "recipe.care.policy_loss",
                   "recipe.care.verl_fixes")
 ENV = "VERL_USE_EXTERNAL_MODULES"

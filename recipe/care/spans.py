@@ -59,7 +59,7 @@ def _answer_tags(tags: list) -> tuple[tuple, tuple] | None:
     """The ``(open, close)`` tags of the answer the verifier grades.
 
     The same scan as :func:`verifiers.format.answer_span`, which returns the text, not its place;
-    ``tests/core/test_span_verifier_agreement.py`` fails if the two ever choose differently.
+    ``tests/recipe/care/test_spans_verifier_agreement.py`` fails if the two ever choose differently.
     """
     for idx in range(len(tags) - 1, 0, -1):
         if tags[idx][0] == "/answer" and tags[idx - 1][0] == "answer":

@@ -3,15 +3,15 @@
 verl's registered advantage estimators only see rewards, masks and group ids; CARE also needs
 verifier correctness, think/answer spans, think embeddings and old log-probs. So this trainer
 
-- swaps in :class:`recipe.care.worker.CareActorRolloutRefWorker` (``_init_resource_pool_mgr``);
+- swaps in :class:`recipe.care.think_embedding_tap.CareActorRolloutRefWorker` (``_init_resource_pool_mgr``);
 - in ``_compute_old_log_prob`` rebuilds each response's think span from the span record the CARE
-  agent-loop worker stored with the rollout (``recipe.care.span_record``; decoded here only for
+  agent-loop worker stored with the rollout (``recipe.care.span_records``; decoded here only for
   rows without one), writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
   forward pass that computes the old log-probs (no extra model pass);
 - owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
   region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
 - logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate;
-- with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.records``);
+- with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.group_records``);
 - adds ``val-core/macro/acc`` over the six benchmarks to validation (``recipe.care.bench_metrics``).
 """
 
@@ -30,14 +30,14 @@ from recipe.care.bench_metrics import macro_benchmark_metrics
 from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
 from recipe.care.main_care import care_config_from_omegaconf
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
-from recipe.care.records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
+from recipe.care.group_records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
                                  build_repair_records)
 from recipe.care.rgr import rgr_step_metrics
-from recipe.care.span_record import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
+from recipe.care.span_records import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
 from recipe.care.spans import compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
 from recipe.care.verl_compat import require_verl_attr
-from recipe.care.worker import EMB_FLAG, POOL_MASK, THINK_EMB, CareActorRolloutRefWorker
+from recipe.care.think_embedding_tap import EMB_FLAG, POOL_MASK, THINK_EMB, CareActorRolloutRefWorker
 
 # Written against verl 0.9.1.
 PPOTrainerSync = require_verl_attr("verl.trainer.ppo.v1.trainer_sync", "PPOTrainerSync")
@@ -121,7 +121,7 @@ def pool_mask_field(data: TensorDict, tokenizer, fetch_responses) -> torch.Tenso
 def batch_spans(responses: torch.Tensor | None, response_mask: torch.Tensor, tokenizer,
                 extra_fields: list | None = None, rows=slice(None), empty_span: str = "missing"):
     """Think/answer spans of a batch: rebuilt from the rows' span records (written by the CARE agent-loop
-    worker, :mod:`recipe.care.span_record`) when every row has one, else decoded here on the driver
+    worker, :mod:`recipe.care.span_records`) when every row has one, else decoded here on the driver
     (``responses[rows]``; ``response_mask`` and ``extra_fields`` are already those rows'). A record's
     lengths follow the ``care.empty_span`` rule the worker read from the same config; ``empty_span``
     applies to decoded rows."""

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(QUICK_TIMEOUT_S + 30)]
 
 # Files in benchmarks/ with no --quick run here: the reason, and where they are checked instead.
 NO_QUICK = {
-    "gpu_check.py": "its real mode needs a GPU; the CPU mode (--device cpu --quick) runs in tests/test_gpu_check.py",
+    "gpu_check.py": "its real mode needs a GPU; the CPU mode (--device cpu --quick) runs in tests/benchmarks/test_gpu_check.py",
     "smoke_sft_accuracy.py": "trains the smoke's tiny model through torchrun + verl's SFT trainer for each length, "
                              "then samples every training prompt: minutes even for one short length. Its "
                              "imports and arguments are checked below (--help)",

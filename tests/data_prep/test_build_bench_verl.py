@@ -27,7 +27,7 @@ def bench_dir(tmp_path_factory):
 def test_rlhf_dataset_keeps_every_benchmark_row(bench_dir, tmp_path):
     from omegaconf import OmegaConf
 
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
     from recipe.care.verl_compat import require_verl_attr
 
     hf_processor, hf_tokenizer = require_verl_attr("verl.utils", "hf_processor", "hf_tokenizer")

@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def qwen_vl():
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
     from recipe.care.verl_compat import require_verl_attr
 
     hf_processor, hf_tokenizer = require_verl_attr("verl.utils", "hf_processor", "hf_tokenizer")

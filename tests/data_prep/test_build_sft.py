@@ -114,7 +114,7 @@ def test_multiturn_sft_dataset_trains_only_on_the_care_response(built_sft):
     """verl's own MultiTurnSFTDataset reads every row with the tiny Qwen2.5-VL processor."""
     from omegaconf import OmegaConf
 
-    from recipe.care.tiny_models import tiny_qwen25_vl_dir
+    from smoke.tiny_models import tiny_qwen25_vl_dir
     from recipe.care.verl_compat import require_verl_attr
 
     hf_processor, hf_tokenizer = require_verl_attr("verl.utils", "hf_processor", "hf_tokenizer")

@@ -36,8 +36,8 @@ def main():
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from recipe.care.main_care import compose_config
-    from recipe.care.tiny_models import tiny_qwen2_dir
-    from recipe.care.worker import CareActorRolloutRefWorker
+    from smoke.tiny_models import tiny_qwen2_dir
+    from recipe.care.think_embedding_tap import CareActorRolloutRefWorker
 
     config = compose_config([
         f"actor_rollout_ref.model.path={tiny_qwen2_dir()}",

@@ -30,7 +30,7 @@ def fsdp_checkpoint(tmp_path_factory):
 def test_merged_weights_equal_the_trainers(fsdp_checkpoint, tmp_path):
     from safetensors.torch import load_file
 
-    from recipe.care.tiny_models import tiny_qwen2_dir
+    from smoke.tiny_models import tiny_qwen2_dir
 
     hf = resolve_model(str(fsdp_checkpoint), str(tmp_path))  # the checkpoint root: latest step
     assert hf == str(tmp_path / "hf_model")
@@ -60,7 +60,7 @@ def test_step_and_actor_folders_resolve_to_the_same_actor(fsdp_checkpoint):
 
 
 def test_hf_folder_is_used_as_is_and_garbage_is_refused(tmp_path):
-    from recipe.care.tiny_models import tiny_qwen2_dir
+    from smoke.tiny_models import tiny_qwen2_dir
 
     assert resolve_model(str(tiny_qwen2_dir()), str(tmp_path)) == str(tiny_qwen2_dir())
     with pytest.raises(CheckpointError, match="neither"):

@@ -4,7 +4,7 @@ Needs lmms-eval's virtualenv (``bash evaluation/lmms_eval_venv.sh``; ``LMMS_EVAL
 elsewhere). CI builds it (``.ci/run``, in the background): there these tests wait for that build
 and never skip. Elsewhere they skip without it, since creating it takes minutes and ~7 GB. The six
 benchmarks end to end through the Hugging Face backend on the smoke's trained tiny models (both
-families) are checked by tests/e2e/test_smoke.py; here the stage's refusal of an empty task.
+families) are checked by tests/smoke/test_smoke_e2e.py; here the stage's refusal of an empty task.
 """
 
 import os
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lmms_python() -> str:
-    from recipe.care.smoke import lmms_eval_venv_ready
+    from smoke.driver import lmms_eval_venv_ready
 
     if os.environ.get("LMMS_EVAL_PYTHON"):
         return os.environ["LMMS_EVAL_PYTHON"]
@@ -35,7 +35,7 @@ def lmms_python() -> str:
 
 
 def run_stage(tmp_path, data_dir, python) -> subprocess.CompletedProcess:
-    from recipe.care.tiny_models import tiny_qwen2_dir
+    from smoke.tiny_models import tiny_qwen2_dir
 
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(["bash", str(REPO / "run_care.sh"), "--stage", "eval", str(tiny_qwen2_dir()),

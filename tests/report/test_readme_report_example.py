@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.care.report.__main__ import main as report_main
+from report.__main__ import main as report_main
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -67,7 +67,7 @@ def run_folders(tmp_path_factory) -> dict[str, str]:
 
 
 def test_the_report_example_reads_the_run_folders_run_care_sh_writes(run_folders, tmp_path, monkeypatch, capsys):
-    report = next(c for c in bash_commands(readme_section("### Seeing a run:")) if c[:3] == ["python", "-m", "recipe.care.report"])
+    report = next(c for c in bash_commands(readme_section("### Seeing a run:")) if c[:3] == ["python", "-m", "report"])
     runs = dict(arg.split("=", 1) for arg in report[3:] if "=" in arg and not arg.startswith("-"))
     assert runs == run_folders
     # that layout (metrics.jsonl, care_records/ from care.records.enable=true) is what the command reads

@@ -1,4 +1,4 @@
-"""python -m recipe.care.report on metrics and records recorded from the CPU smoke
+"""python -m report on metrics and records recorded from the CPU smoke
 (tests/report/fixtures: care = 3 steps with care.records on, grpo = 2 steps; see README there)."""
 
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recipe.care.report.__main__ import main as report_main
-from recipe.care.report.build import build_report
-from recipe.care.report.figures import PANELS, macro_average, panel_clip_by_sign
-from recipe.care.report.load import ReportInputError, load_run
+from report.__main__ import main as report_main
+from report.build import build_report
+from report.figures import PANELS, macro_average, panel_clip_by_sign
+from report.load import ReportInputError, load_run
 from tests.report.synthetic import ideal_group
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,8 +1,8 @@
 """The smoke's console: the closing summary (from a recorded run) and what reaches the console."""
 
-from recipe.care.report.load import load_run
-from recipe.care.report.summary import run_summary
-from recipe.care.smoke import console_line
+from report.load import load_run
+from report.summary import run_summary
+from smoke.driver import console_line
 from tests.report.test_report import CARE_METRICS, CARE_RECORDS, GRPO_METRICS, spec
 
 
@@ -62,7 +62,7 @@ def test_the_smoke_process_silences_its_own_known_harmless_warnings(capsys):
     import logging
     import warnings
 
-    from recipe.care.smoke import quiet_known_harmless
+    from smoke.driver import quiet_known_harmless
 
     platform = logging.getLogger("verl.plugin.platform.platform_manager")
     saved = list(platform.filters)

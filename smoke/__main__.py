@@ -1,0 +1,5 @@
+import sys
+
+from smoke.driver import main
+
+sys.exit(main())

@@ -1,0 +1,815 @@
+"""The CPU smoke run: tiny model + tiny data built offline, then a few CARE steps through verl's real trainer.
+
+    python -m smoke [--algo care|grpo|dapo|gspo] [--workdir DIR] [--steps 3] [key=value ...]
+    bash run_care.sh --smoke                 # the same, ALGO from the environment
+
+What it does, with no GPU and no network:
+
+1. **Tiny model, cold-start SFT**: the random tiny Qwen2.5-VL of :mod:`smoke.tiny_models`
+   (real Qwen2.5 vocabulary, real processor and chat template), fine-tuned by the pipeline's own
+   cold-start stage: a tiny Vision-R1-cold look-alike (two sharegpt JSON files and image folders,
+   drawn with PIL) goes through the real ``data_prep/build_sft.py`` (rewritten into
+   ``<think>...</think><answer>N</answer>`` with the RL instruction), then verl's own SFT trainer
+   (``torchrun -m recipe.care.main_sft``, the recipe's ``care_sft.yaml`` at tiny scale, FSDP2 on
+   gloo) trains it and saves the Hugging Face checkpoint the CARE runs start from; its metrics go
+   through verl's file logger to ``<workdir>/metrics/sft.jsonl``. A random model never answers
+   correctly, so without this every group is all-wrong and the reward is invisible; after it,
+   sampled answers are right some of the time, so groups are mixed (CARE's anchored path) as well
+   as all-wrong (the rescue). The questions are countable (bars in a chart, a number printed in a
+   triangle) on other pictures than the RL set's, and the SFT stops short of memorising, so the
+   policy still has something to learn.
+2. **Tiny data**: ChartQA- and Geometry3K-shaped datasets drawn with PIL (like
+   ``tests/data_prep``), saved with ``datasets.save_to_disk`` and turned into verl parquet by the
+   real ``data_prep/build_mix.py``.
+3. **Training**: ``python -m recipe.care.main_care`` on verl's CPU platform
+   (``verl_cpu``: gloo, FSDP engine on CPU, sdpa) with verl's own vLLM rollout on vLLM's CPU
+   build (``rollout.name=vllm``, :mod:`verl_cpu.vllm_cpu`), the ``care`` reward manager, RGR
+   when ``recipe.care.rgr`` is installed;
+   steps 1..N-1 with a checkpoint at step N-1, then a second run that resumes from it and does step N.
+   Each run validates after its last step on look-alikes of the six evaluation benchmarks
+   (``data_prep/bench_fixtures.py`` through the real ``data_prep/build_bench.py``; the mix excludes
+   them with ``--exclude-bench``), greedy, one pass: ``val-core/<benchmark>/acc/mean@1`` and
+   ``val-core/macro/acc``, as ``BENCH_DIR`` gives a GPU run.
+4. **Evaluation**: the pipeline's eval stage (``python -m evaluation.run_eval``) on the last
+   checkpoint: verl's model merger, then lmms-eval's Hugging Face backend on CPU (its own virtualenv,
+   created on first use) on the same look-alikes; ``<workdir>/eval/results.json`` and ``results.md``.
+5. **Report** with plots (``report``) and a closing summary.
+
+Sizes: 4 prompts x 6 rollouts per step, responses <= 48 tokens, K=2, one FSDP worker. It shows
+that the whole loop runs (rollout, reward, RGR, think embeddings, advantages, update, weight sync,
+checkpoint, resume); it says nothing about speed or accuracy, which need GPUs and a real model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+ANSWER_FORMAT = "<think>{reason}</think><answer>{answer}</answer>"
+CHART_QUESTION = "How many bars are in the chart?"
+GEOMETRY_QUESTION = "<image>What number is written inside the triangle?"
+
+# Smoke sizes (batch 2-4 prompts, n = 5-6 >= 1 + K, short responses, 2-3 steps).
+RGR_MANAGER = "recipe.care.agent_loop.CareAgentLoopManager"
+BATCH, ROLLOUT_N, CARE_K, CARE_M = 4, 6, 2, 3
+# Cold-start SFT of the random tiny model through verl's SFT trainer, so that some sampled answers are
+# right (a random model never answers correctly and every group would be all-wrong).
+# Steps measured with benchmarks/smoke_sft_accuracy.py (6 answers per training prompt at
+# temperature 1): see SFT_STEPS's comment there and in the README.
+SFT_STEPS = 100
+SFT_BATCH = 2
+SFT_LR = 3e-3
+MAX_PROMPT, MAX_RESPONSE = 320, 48
+SFT_MAX_LENGTH = MAX_PROMPT + MAX_RESPONSE
+
+
+def log(msg: str) -> None:
+    print(f"[smoke] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny data
+# ---------------------------------------------------------------------------------------------
+def _png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def draw_bars(n_bars: int, seed: int, size=(112, 84)):
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    width = (size[0] - 12) // n_bars
+    for i in range(n_bars):
+        height = rng.randint(15, size[1] - 15)
+        x0 = 6 + i * width
+        draw.rectangle([x0 + 2, size[1] - 6 - height, x0 + width - 2, size[1] - 6], fill=(31, 119, 180))
+    return image
+
+
+def draw_triangle(number: int, seed: int, size=(84, 84)):
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(1000 + seed)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.polygon([(6, size[1] - 6), (size[0] - 6, size[1] - 6), (rng.randint(20, 64), 8)], outline="black", width=2)
+    draw.text((size[0] // 2 - 3, size[1] // 2), str(number), fill="red")
+    return image
+
+
+def write_fixtures(root: Path, n_chart: int = 12, n_geo: int = 12, seed: int = 0) -> dict[str, str]:
+    """ChartQA / Geometry3K look-alikes in their hub layouts (``datasets.save_to_disk``)."""
+    import datasets
+
+    from data_prep.cli import datasets_bars_off
+
+    rng = random.Random(seed)
+    chart = lambda i, n: {"image": {"bytes": _png(draw_bars(n, seed * 100 + i)), "path": None},  # noqa: E731
+                          "query": CHART_QUESTION, "label": [str(n)], "human_or_machine": 0}
+    geo = lambda i, n: {"images": [{"bytes": _png(draw_triangle(n, seed * 100 + i)), "path": None}],  # noqa: E731
+                        "problem": GEOMETRY_QUESTION, "answer": str(n), "id": str(i), "choices": []}
+    chart_rows = [chart(i, rng.choice([2, 3, 4])) for i in range(n_chart)]
+    geo_rows = [geo(i, rng.choice([5, 6, 7])) for i in range(n_geo)]
+    chart_test = [chart(900 + i, 5) for i in range(2)]
+    geo_test = [geo(900 + i, 8) for i in range(2)]
+    chart_features = datasets.Features({"image": datasets.Image(), "query": datasets.Value("string"),
+                                        "label": datasets.List(datasets.Value("string")),
+                                        "human_or_machine": datasets.Value("int64")})
+    geo_features = datasets.Features({"images": datasets.List(datasets.Image()), "problem": datasets.Value("string"),
+                                      "answer": datasets.Value("string"), "id": datasets.Value("string"),
+                                      "choices": datasets.List(datasets.Value("string"))})
+    paths = {}
+    for name, train, test, features in (("chartqa", chart_rows, chart_test, chart_features),
+                                        ("geometry3k", geo_rows, geo_test, geo_features)):
+        path = root / name
+        with datasets_bars_off():  # the console shows stages, not a bar per split
+            datasets.DatasetDict({"train": datasets.Dataset.from_list(train, features=features),
+                                  "test": datasets.Dataset.from_list(test, features=features)}).save_to_disk(str(path))
+        paths[name] = str(path)
+    return paths
+
+
+# Vision-R1-cold's layout (data_prep/cold_start.py): two sharegpt JSON files, image paths relative to
+# the folder. The assistant turn is R1-style, reasoning in <think> then "Final Answer: N";
+# build_sft.py rewrites it into CARE's format.
+COLD_START_RESPONSE = "<think>\ncount\n</think>\n\nFinal Answer: {answer}"
+
+
+def write_cold_start_fixture(root: Path, parquet_files: list[str]) -> Path:
+    """A tiny Vision-R1-cold look-alike made from the RL training rows (their pictures and answers).
+
+    Charts go to the LLaVA-CoT file (``image``: one path, human/gpt turns), triangles to the Mulberry
+    file (``images``: a list, user/assistant turns), each picture saved under the subset's image
+    folder, the answer in an R1-style response. The cold start sees the RL
+    training pictures: with other pictures the 10M-parameter model cannot learn to count, so its
+    accuracy (and the share of mixed groups) would rest on guessing alone.
+    """
+    import pyarrow.parquet as pq
+
+    files = {"chartqa": ("vision_r1_llava_cot_full.json", "llava_cot_images"),
+             "geometry3k": ("vision_r1_mulberry_sft_full.json", "mulberry_images")}
+    rows = {name: [] for name in files}
+    for path in parquet_files:
+        for row in pq.read_table(path).to_pylist():
+            source, info = row["data_source"], row["extra_info"]
+            _, image_dir = files[source]
+            rels = []
+            for k, image in enumerate(row["images"]):
+                rel = f"{image_dir}/{source}/{info['id'].replace('/', '_')}-{k}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_bytes(image["bytes"])
+                rels.append(rel)
+            reply = COLD_START_RESPONSE.format(answer=info["answer"])
+            if source == "chartqa":
+                rows[source].append({"id": info["id"], "image": rels[0], "conversations": [
+                    {"from": "human", "value": info["question"]}, {"from": "gpt", "value": reply}]})
+            else:
+                rows[source].append({"images": rels, "conversations": [
+                    {"from": "user", "value": info["question"]}, {"from": "assistant", "value": reply}]})
+    for source, (name, _) in files.items():
+        (root / name).write_text(json.dumps(rows[source]))
+    return root
+
+
+def build_sft_data(workdir: Path, tokenizer_dir: Path, python: str, rl_train_files: list[str]) -> Path:
+    """Cold-start fixtures -> ``data_prep/build_sft.py`` -> SFT parquet; returns its folder."""
+    out = workdir / "sft_data"
+    if not (out / "report.json").exists():
+        fixtures = write_cold_start_fixture(workdir / "fixtures" / "vision_r1_cold", rl_train_files)
+        cmd = [python, str(REPO / "data_prep" / "build_sft.py"), "--vision-r1-cold", str(fixtures),
+               "--out", str(out), "--overwrite", "--tokenizer", str(tokenizer_dir),
+               "--max-length", str(SFT_MAX_LENGTH), "--workers", "1", "--no-progress"]
+        log("building the cold-start set: " + " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_sft.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    train = sorted(out.glob("train-*.parquet"))
+    if not train:
+        raise RuntimeError(f"build_sft.py wrote no train-*.parquet into {out}")
+    return out
+
+
+def build_data(workdir: Path, tokenizer_dir: Path, python: str, bench_dir: Path | None = None) -> list[str]:
+    """Fixtures -> ``data_prep/build_mix.py`` -> verl parquet shards; returns [train files..., val file].
+
+    ``bench_dir``: build_bench.py's output; the mix drops rows that overlap it (``--exclude-bench``),
+    as a real build does.
+    """
+    out = workdir / "data"
+    done = out / "report.json"
+    if not done.exists():
+        fixtures = write_fixtures(workdir / "fixtures")
+        cmd = [python, str(REPO / "data_prep" / "build_mix.py"), "--sources", "chartqa,geometry3k",
+               "--chartqa", fixtures["chartqa"], "--geometry3k", fixtures["geometry3k"],
+               "--out", str(out), "--overwrite", "--val-size", "4", "--tokenizer", str(tokenizer_dir),
+               "--max-prompt-tokens", str(MAX_PROMPT), "--workers", "1", "--no-progress",
+               *(["--exclude-bench", str(bench_dir)] if bench_dir else [])]
+        log("building the training mix: " + " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_mix.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    train = sorted(str(p) for p in out.glob("train-*.parquet"))
+    val = out / "val.parquet"
+    if not train or not val.exists():
+        raise RuntimeError(f"build_mix.py wrote no train-*.parquet / val.parquet into {out}")
+    return [*train, str(val)]
+
+
+def build_bench_data(workdir: Path, tokenizer_dir: Path, python: str) -> tuple[Path, Path]:
+    """Look-alikes of the six benchmarks -> ``data_prep/build_bench.py`` -> six verl parquets.
+
+    Returns (the parquet folder, verl's validation sets: ``BENCH_DIR``; the look-alikes' own
+    ``datasets`` saves, lmms-eval's ``--data-dir``). The look-alikes are the hub datasets' columns
+    and answer conventions with a few rows each (``data_prep/bench_fixtures.py``).
+    """
+    from data_prep.bench_fixtures import save_benchmarks
+    from data_prep.schema import BENCHMARKS
+
+    out, raw = workdir / "bench", workdir / "fixtures" / "bench"
+    if not (out / "report.json").exists():
+        inputs = save_benchmarks(str(raw))
+        cmd = [python, str(REPO / "data_prep" / "build_bench.py"), "--out", str(out), "--overwrite",
+               "--tokenizer", str(tokenizer_dir), "--workers", "1", "--no-progress",
+               *[a for name, path in inputs.items() for a in (f"--{name.replace('_', '-')}", path)]]
+        log("building the six benchmark look-alikes: " + " ".join(cmd[1:4]) + " ...")
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"build_bench.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    missing = [b for b in BENCHMARKS if not (out / f"{b}.parquet").exists()]
+    if missing:
+        raise RuntimeError(f"build_bench.py wrote no {', '.join(missing)} parquet into {out}")
+    return out, raw
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny model + cold-start SFT (verl's SFT trainer)
+# ---------------------------------------------------------------------------------------------
+def chat_prompt(row: dict, processor) -> tuple[str, list]:
+    """A verl parquet row -> (chat-templated prompt text with one image slot per ``<image>``, images)."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(img["bytes"])).convert("RGB") for img in row["images"]]
+    content = []
+    for i, part in enumerate(row["prompt"][-1]["content"].split("<image>")):
+        if i:
+            content.append({"type": "image"})
+        if part:
+            content.append({"type": "text", "text": part})
+    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                           tokenize=False)
+    return prompt, images
+
+
+SFT_CPU_OVERRIDES = (
+    # verl's SFT trainer on the CPU platform (verl_cpu): sdpa, fp32, no compile, padded batches
+    "trainer.device=cpu",
+    "+model.override_config.attn_implementation=sdpa",
+    "model.use_fused_kernels=false",
+    "model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU, as in the RL runs
+    "model.enable_gradient_checkpointing=false",
+    "engine.use_torch_compile=false",
+    "+engine.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+    "data.num_workers=0",
+)
+
+
+def sft_overrides(base: Path, sft_data: Path, ckpt: Path, steps: int) -> list[str]:
+    """The smoke's cold-start stage: the recipe config (care_sft.yaml) at the tiny model's scale."""
+    return [
+        *SFT_CPU_OVERRIDES,
+        f"model.path={base}",
+        f"data.train_files=[{','.join(sorted(str(p) for p in sft_data.glob('train-*.parquet')))}]",
+        f"data.max_length={SFT_MAX_LENGTH}",
+        f"data.max_token_len_per_gpu={SFT_MAX_LENGTH * SFT_BATCH}",
+        f"data.train_batch_size={SFT_BATCH}",
+        f"data.micro_batch_size_per_gpu={SFT_BATCH}",
+        # a random 10M-parameter model needs a far larger step than a 7B one (5e-6) to learn in minutes
+        f"optim.lr={SFT_LR}",
+        "optim.lr_warmup_steps_ratio=0",
+        "optim.lr_scheduler_type=constant",
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=1000",  # the step count decides
+        "trainer.save_freq=-1",  # the last step saves
+        "trainer.logger=[console,file]",
+        "trainer.project_name=care-verl-smoke",
+        "trainer.experiment_name=sft_smoke",
+        f"trainer.default_local_dir={ckpt}",
+        "trainer.resume_mode=disable",
+        "trainer.seed=0",
+    ]
+
+
+def run_sft(python: str, base: Path, sft_data: Path, ckpt: Path, steps: int, metrics: Path,
+            timeout: float | None = None) -> Path:
+    """``torchrun -m recipe.care.main_sft`` (verl's SFT trainer) on CPU; returns the Hugging Face checkpoint."""
+    shutil.rmtree(ckpt, ignore_errors=True)
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.unlink(missing_ok=True)
+    # one process on the whole machine: both cores (the Ray jobs pin OMP to 1 thread per worker)
+    env = {**job_env(), "VERL_USE_EXTERNAL_MODULES": "verl_cpu,recipe.care.verl_fixes",
+           "VERL_FILE_LOGGER_PATH": str(metrics), "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))}
+    cmd = [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
+           "-m", "recipe.care.main_sft", *sft_overrides(base, sft_data, ckpt, steps)]
+    log(f"cold-start SFT: torchrun -m recipe.care.main_sft ... ({steps} steps of {SFT_BATCH}, lr {SFT_LR})")
+    run_logged(cmd, env, "cold-start SFT", metrics.parent.parent / "logs" / "sft.log", timeout)
+    hf = ckpt / f"global_step_{steps}" / "huggingface"
+    if not (hf / "config.json").exists():
+        raise SystemExit(f"[smoke] verl's SFT trainer wrote no Hugging Face checkpoint at {hf}")
+    losses = [r["data"]["train/loss"] for r in read_metrics(metrics) if "train/loss" in r["data"]]
+    if losses:
+        log(f"SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps (verl metrics: {metrics})")
+    return hf
+
+
+# --model: the tiny model's family. The GPU presets' names (recipe/care/presets.py) map to their family.
+SMOKE_MODELS = ("qwen2.5-vl", "qwen3-vl")
+
+
+def smoke_family(model: str) -> str:
+    from recipe.care.presets import PRESETS
+
+    if model in SMOKE_MODELS:
+        return model
+    if model in PRESETS:
+        return PRESETS[model].family
+    raise SystemExit(f"[smoke] unknown --model {model!r}; choose one of {', '.join([*SMOKE_MODELS, *PRESETS])}")
+
+
+def tiny_base_dir(family: str) -> Path:
+    from smoke.tiny_models import tiny_qwen3_vl_dir, tiny_qwen25_vl_dir
+
+    return tiny_qwen3_vl_dir() if family == "qwen3-vl" else tiny_qwen25_vl_dir()
+
+
+def build_model(workdir: Path, python: str, rl_train_files: list[str], sft_steps: int,
+                timeout: float | None = None, family: str = "qwen2.5-vl") -> Path:
+    """Tiny random model of ``family`` -> build_sft.py cold-start set -> verl SFT; returns the SFT checkpoint."""
+    base = tiny_base_dir(family)
+    tag = "" if family == "qwen2.5-vl" else f"-{family}"  # per family: a workdir can hold both
+    ckpt = workdir / f"sft{tag}-{sft_steps}"
+    hf = ckpt / f"global_step_{sft_steps}" / "huggingface"
+    if not (ckpt / ".complete").exists():
+        sft_data = build_sft_data(workdir, base, python, rl_train_files)
+        run_sft(python, base, sft_data, ckpt, sft_steps, workdir / "metrics" / f"sft{tag}.jsonl", timeout)
+        (ckpt / ".complete").write_text(json.dumps({"steps": sft_steps, "lr": SFT_LR, "batch": SFT_BATCH}))
+    return hf
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------------------------
+def rgr_available() -> bool:
+    try:
+        import recipe.care.agent_loop  # noqa: F401
+        import recipe.care.rgr  # noqa: F401
+    except Exception:
+        return False
+    return (REPO / "recipe" / "care" / "config" / "rgr.yaml").exists()
+
+
+def external_modules() -> str:
+    """The CPU plugin plus the modules the CARE config loads in every verl process (one source of truth)."""
+    from recipe.care.main_care import compose_config
+
+    recipe_modules = str(compose_config([]).ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES)
+    return ",".join(["verl_cpu", *recipe_modules.split(",")])
+
+
+def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
+                  save_step: int, bench_files: list[str] = ()) -> list[str]:
+    """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
+    mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation."""
+    from verl_cpu import CPU_CONFIG_OVERRIDES
+    from verl_cpu.vllm_cpu import VLLM_CPU_OVERRIDES
+
+    external = external_modules()
+    overrides = [
+        *CPU_CONFIG_OVERRIDES,
+        *VLLM_CPU_OVERRIDES,
+        f"actor_rollout_ref.model.path={model}",
+        f"data.train_files=[{','.join(train_files)}]",
+        f"data.val_files=[{','.join([val_file, *bench_files])}]",
+        f"data.train_batch_size={BATCH}",
+        f"data.max_prompt_length={MAX_PROMPT}",
+        f"data.max_response_length={MAX_RESPONSE}",
+        "data.dataloader_num_workers=0",
+        "data.shuffle=true",
+        f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        # one process each on a 2-core machine (verl's defaults start 8 reward and 8 storage actors)
+        "reward.num_workers=1",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH}",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.actor.optim.lr=1e-4",
+        # FSDP2 on gloo in fp32 (FSDP1's sync_module_states wants the module on an accelerator)
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_torch_compile=false",
+        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
+        "actor_rollout_ref.ref.use_torch_compile=false",
+        "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+        "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+        "actor_rollout_ref.actor.fsdp_config.param_offload=false",
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload=false",
+        "actor_rollout_ref.ref.fsdp_config.param_offload=false",
+        "actor_rollout_ref.model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU (verl-integration.md)
+        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
+        "trainer.n_gpus_per_node=1",
+        "trainer.nnodes=1",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.save_freq={save_step}",
+        # with benchmarks: validate after the last step (verl always validates on it when test_freq > 0)
+        f"trainer.test_freq={steps if bench_files else -1}",
+        "trainer.val_before_train=false",
+        "trainer.logger=[console,file]",
+        "trainer.project_name=care-verl-smoke",
+        f"trainer.experiment_name={algo}_smoke",
+        f"trainer.default_local_dir={ckpt_dir}",
+        "trainer.resume_mode=auto",
+        "+ray_kwargs.ray_init.num_cpus=32",
+        "+ray_kwargs.ray_init.object_store_memory=536870912",
+        "+ray_kwargs.ray_init.include_dashboard=false",
+        f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{external}'",
+        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu",
+        "+ray_kwargs.ray_init.runtime_env.env_vars.TOKENIZERS_PARALLELISM='false'",
+        "+ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='1'",
+    ]
+    if bench_files:  # run_care.sh's BENCH_DIR settings: one greedy pass per benchmark question
+        overrides += ["actor_rollout_ref.rollout.val_kwargs.n=1", "actor_rollout_ref.rollout.val_kwargs.do_sample=False",
+                      "actor_rollout_ref.rollout.val_kwargs.temperature=0"]
+    if algo == "care":
+        # records on: the report's mechanism-signature fit is over groups (recipe/care/group_records.py)
+        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}", "care.records.enable=true"]
+    return overrides
+
+
+def job_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "VERL_PLATFORM": "cpu",
+        "VERL_USE_EXTERNAL_MODULES": external_modules(),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])]),
+    })
+    return env
+
+
+def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: float | None, metrics: Path) -> None:
+    """One ``main_care`` run; verl's file logger writes its step metrics to ``metrics`` (JSON lines).
+
+    The run's whole output goes to ``<workdir>/logs/<metrics stem>.log``; the console gets a line
+    per finished step and the lines that may matter (see :func:`console_line`), or everything but
+    known-harmless warnings with ``SMOKE_VERBOSE=1``.
+    """
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.unlink(missing_ok=True)
+    log_path = metrics.parent.parent / "logs" / f"{metrics.stem}.log"
+    overrides = [*overrides, f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}"]
+    cmd = [python, "-m", "recipe.care.main_care", "--algo", algo, *overrides]
+    log(f"{label}: python -m recipe.care.main_care --algo {algo} ... ({len(overrides)} overrides); log: {log_path}")
+    run_logged(cmd, {**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)}, label, log_path, timeout, metrics)
+
+
+def run_logged(cmd: list[str], env: dict, label: str, log_path: Path, timeout: float | None,
+               step_metrics: Path | None = None) -> None:
+    """Run ``cmd`` with its whole output in ``log_path`` and only what may matter on the console.
+
+    ``step_metrics``: verl's file-logger output of a PPO run, for one short console line per step.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    verbose = os.environ.get("SMOKE_VERBOSE", "") not in ("", "0")
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        reader = threading.Thread(target=_route_output, args=(proc.stdout, log_file, step_metrics, verbose),
+                                  daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(10)
+            raise SystemExit(f"[smoke] {label} exceeded {timeout}s; full log: {log_path}\n{_tail(log_path)}")
+        reader.join(30)
+    if proc.returncode != 0:
+        raise SystemExit(f"[smoke] {label} failed with exit code {proc.returncode}; full log: {log_path}\n"
+                         f"{_tail(log_path)}")
+
+
+# Warnings every CPU run prints and no user can act on: verl's optional engines that are not
+# installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
+# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation, transformers'
+# deprecation notes triggered inside verl's SFT trainer.
+HARMLESS = re.compile("|".join([
+    r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
+    r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
+    r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
+    r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
+    r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
+    # verl 0.9.1's SFT dataset and model loading use transformers 5.9's deprecated spellings
+    r"Kwargs passed to `processor\.__call__` have to be in `processor_kwargs`", r"`torch_dtype` is deprecated!",
+    # vLLM's CPU build (verl_cpu/vllm_cpu.py): what it says about the CPU and the settings a CPU
+    # run needs (sleep mode off, eager mode, weights by shared memory, the per-request sampling verl sends)
+    r"sleep mode is not supported on CPU, ignore it", r"Triton is installed, but doesn't include CPU backend",
+    r"Enforce eager set, disabling torch\.compile", r"Inductor compilation was disabled by user settings",
+    r"CPU backend doesn't allow to use `torch\.set_num_threads`", r"is not found in LD_PRELOAD",
+    r"No CUDA runtime is found, using CUDA_HOME", r"Passing raw prompts to InputProcessor is deprecated",
+    r"LoRA dynamic loading & unloading is enabled in the API server",
+    r"Default vLLM sampling parameters have been overridden by the model's `generation_config\.json`",
+    r"IPC is not supported on your devices\. Falling back to shared memory", r"NUMA binding: Using MEMBIND policy",
+    # verl asks every processor for Qwen3's `enable_thinking`; transformers 5.9 deprecates `use_fast`
+    r"Keyword argument `enable_thinking` is not a valid argument for this processor",
+    r"The `use_fast` parameter is deprecated",
+]))
+# Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
+NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
+_VERL_STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def console_line(line: str, verbose: bool) -> bool:
+    """Whether a line of the training run's output is echoed to the console (it always goes to the log)."""
+    plain = _ANSI.sub("", line)
+    if HARMLESS.search(plain) or _VERL_STEP_LINE.search(plain):  # verl's 50-metric step line: log only
+        return False
+    return verbose or bool(NOTABLE.search(plain))
+
+
+
+
+def _route_output(stream, log_file, metrics: Path | None, verbose: bool) -> None:
+    for line in stream:
+        log_file.write(line)
+        log_file.flush()
+        if console_line(line, verbose):
+            print(line, end="", flush=True)
+        match = metrics is not None and _VERL_STEP_LINE.search(_ANSI.sub("", line))
+        if match:
+            step_line(metrics, int(match.group(1)))
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """verl's FileLogger records: ``{"step": int, "data": {metric: value}}`` per line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# (label, metric key, format) of the one line printed per finished step.
+STEP_LINE_KEYS = (("loss", "actor/pg_loss", ".3g"), ("acc", "care/acc", ".2f"), ("reward", "critic/score/mean", ".2f"),
+                  ("mixed", "care/groups/mixed_frac", ".2f"), ("all-wrong", "care/groups/all_wrong_frac", ".2f"),
+                  ("RGR tried", "rgr/triggered", ".0f"), ("repaired", "rgr/success", ".0f"),
+                  ("len", "response_length/mean", ".0f"), ("time", "timing_s/step", ".0f"))
+
+
+def step_line(metrics: Path, step: int) -> None:
+    """A short line for a finished step (verl's console logger prints all ~100 metrics; they stay in the log)."""
+    try:
+        record = next((r for r in read_metrics(metrics) if r.get("step") == step), None)
+    except (OSError, ValueError):  # the file logger may be mid-write
+        record = None
+    if record is None:
+        log(f"step {step} done")
+        return
+    data = record["data"]
+    parts = [f"{name} {data[key]:{spec}}" + ("s" if key == "timing_s/step" else "")
+             for name, key, spec in STEP_LINE_KEYS if isinstance(data.get(key), (int, float))]
+    log(f"step {step}: " + ", ".join(parts))
+
+
+def run_eval_stage(python: str, ckpt: Path, bench_raw: Path, workdir: Path, family: str, label: str,
+                   timeout: float | None) -> dict:
+    """The pipeline's eval stage on the run's last checkpoint: ``python -m evaluation.run_eval`` (what
+    ``bash run_care.sh --stage eval`` runs) merges the FSDP actor with verl's model merger, then lmms-eval
+    (its own virtualenv, created on first use) runs the six look-alikes through its Hugging Face backend
+    on CPU, greedy, with the trained prompt; writes ``<workdir>/eval/results.json`` and ``results.md``
+    (``eval-<label>/`` for another ALGO or model family, so runs sharing a workdir keep their own)."""
+    out = eval_dir(workdir, label)
+    shutil.rmtree(out, ignore_errors=True)
+    backend = "qwen3_vl" if family == "qwen3-vl" else "qwen2_5_vl"
+    cmd = [python, "-m", "evaluation.run_eval", str(ckpt), "--backend", backend, "--device", "cpu",
+           "--data-dir", str(bench_raw), "--max-new-tokens", str(MAX_RESPONSE), "--out", str(out),
+           "--label", f"{label} (smoke)"]
+    venv_note = "" if lmms_eval_venv_ready() else " (first use: creating lmms-eval's virtualenv, ~3 min, ~7 GB)"
+    log_path = workdir / "logs" / f"{out.name}.log"
+    log(f"evaluation: python -m evaluation.run_eval {ckpt} --backend {backend} --device cpu --data-dir {bench_raw} "
+        f"...{venv_note}; log: {log_path}")
+    run_logged(cmd, job_env(), "evaluation", log_path, timeout)
+    return {**json.loads((out / "results.json").read_text()), "path": f"{out.name}/results.json"}
+
+
+def eval_dir(workdir: Path, run_tag: str) -> Path:
+    """Where a smoke run's eval stage writes: ``eval/`` for the default CARE run, ``eval-<tag>/`` else."""
+    return workdir / ("eval" if run_tag == "care" else f"eval-{run_tag}")
+
+
+def lmms_eval_venv_ready() -> bool:
+    """Whether evaluation/lmms_eval_venv.sh has finished a build (its stamp) at ``LMMS_EVAL_VENV``."""
+    venv = Path(os.environ.get("LMMS_EVAL_VENV") or REPO / ".cache" / "lmms-eval-venv")
+    if not venv.is_absolute():
+        venv = REPO / venv
+    return any(venv.glob(".care-verl-lmms-eval-*")) and (venv / "bin" / "python").exists()
+
+
+def eval_summary(results: dict) -> str:
+    """One line: lmms-eval's accuracy per benchmark and the macro average (``eval/results.json``)."""
+    from evaluation.tasks import TITLES
+
+    per = ", ".join(f"{TITLES.get(b, b)} {v['acc']:.2f} (n={v['n']})" for b, v in results["benchmarks"].items())
+    return f"lmms-eval ({results['path']}): macro {results['macro']:.3f}; {per}"
+
+
+def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
+    """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (records from its run folder)."""
+    from report import ReportInputError, build_report, load_run
+
+    runs = []
+    for algo in algos:
+        files = sorted((workdir / "metrics").glob(f"{algo}-run*.jsonl"))
+        if not files:
+            continue
+        records = workdir / "checkpoints" / algo / "care_records"
+        evaluation = eval_dir(workdir, algo) / "results.json"
+        spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else []),
+                                                      *([evaluation] if evaluation.is_file() else [])])
+        try:
+            runs.append(load_run(spec))
+        except ReportInputError as exc:
+            log(f"report: {exc}")
+    if not runs:
+        return None, []
+    result = build_report(runs, workdir / "report",
+                          command=f"python -m report {' '.join(f'{r.label}=...' for r in runs)} --out "
+                                  f"{workdir / 'report'} (smoke/driver.py write_report)")
+    return result, runs
+
+
+def rollout_summary() -> str:
+    """Which engine sampled: the CPU run's rollout is verl's own vLLM server on vLLM's CPU build."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        engine = f"vLLM {version('vllm')}"
+    except PackageNotFoundError:
+        engine = "vLLM (version unknown)"
+    return (f"rollout: verl's vLLMHttpServer on {engine} (CPU build, verl_cpu/vllm_cpu.py): training, RGR "
+            "repair and validation generations, a weight sync after every step")
+
+
+def print_summary(stages: list[str], result, runs: list, current: str, eval_results: dict | None = None) -> None:
+    from report.summary import run_summary
+
+    log("-" * 30 + " summary " + "-" * 30)
+    log("stages: " + "; ".join(stages))
+    log(rollout_summary())
+    for run in sorted(runs, key=lambda r: r.label != current):  # this run first, then the ones overlaid
+        for i, line in enumerate(run_summary(run)):
+            log(("" if i == 0 else "  ") + line)
+    if eval_results is not None:
+        log(eval_summary(eval_results))
+    if result is not None:
+        skipped = f", skipped: {', '.join(result.skipped)}" if result.skipped else ""
+        log(f"report: {result.index} ({len(result.figures)} figures{skipped}); runs overlaid: "
+            + ", ".join(r.label for r in runs))
+    log(f"full logs: {Path(runs[0].sources[0]).parent.parent / 'logs'}" if runs else "no metrics written")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="python -m smoke", description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", default=os.environ.get("ALGO", "care"), choices=["care", "grpo", "dapo", "gspo"])
+    p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")))
+    p.add_argument("--steps", type=int, default=3, help="total steps; the first run stops at steps-1 and saves")
+    p.add_argument("--sft-steps", type=int, default=int(os.environ.get("SMOKE_SFT_STEPS", SFT_STEPS)),
+                   help="cold-start SFT steps of the tiny model through verl's SFT trainer (default %(default)s)")
+    p.add_argument("--no-resume", action="store_true", help="one run of --steps steps, no checkpoint round trip")
+    p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
+    p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
+    p.add_argument("--no-bench", dest="bench", action="store_false",
+                   help="no benchmark look-alikes: no validation on them during RL, no final evaluation")
+    p.add_argument("--no-eval", dest="eval", action="store_false",
+                   help="skip the final evaluation (verl's model merger + lmms-eval on the look-alikes)")
+    p.add_argument("--model", default="qwen2.5-vl",
+                   help="tiny model family: qwen2.5-vl (default) | qwen3-vl (a GPU preset name picks its family)")
+    return p.parse_known_args(argv)
+
+
+def quiet_known_harmless() -> None:
+    """Keep this process's own known-harmless warnings (see HARMLESS) off the console: importing verl
+    on a CPU machine warns about every optional engine that is not installed and logs that no
+    accelerator was found. The training runs' copies go to their log files (run_job)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available: ModuleNotFoundError", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm\.adv_estimator != gae", category=UserWarning)
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
+        lambda record: not HARMLESS.search(record.getMessage()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.schema import BENCHMARKS
+
+    args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_known_harmless()
+    python = sys.executable
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    family = smoke_family(args.model)
+
+    t0 = time.time()
+    bench_dir = bench_raw = None
+    if args.bench:
+        bench_dir, bench_raw = build_bench_data(workdir, tiny_base_dir(family), python)
+    bench_files = [str(bench_dir / f"{b}.parquet") for b in BENCHMARKS] if bench_dir else []
+    files = build_data(workdir, tiny_base_dir(family), python, bench_dir)
+    train_files, val_file = files[:-1], files[-1]
+    t_data = time.time() - t0
+    model = build_model(workdir, python, train_files, args.sft_steps, args.timeout, family)
+    log(f"tiny model and data ready in {time.time() - t0:.0f}s: model={model} train={train_files}")
+    if args.build_only:
+        return 0
+
+    # per family, so a Qwen3-VL run never resumes from a Qwen2.5-VL checkpoint in the same workdir
+    run_tag = args.algo if family == "qwen2.5-vl" else f"{args.algo}-{family}"
+    ckpt = workdir / "checkpoints" / run_tag
+    if args.fresh or not args.no_resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if args.algo == "care" and rgr_available():
+        # `++` adds or overrides: works whether or not care_trainer.yaml already includes rgr.yaml.
+        extra = [f"++actor_rollout_ref.rollout.agent.agent_loop_manager_class={RGR_MANAGER}",
+                 "++care.rgr.enable=true", *extra]
+        log("RGR on (recipe.care.agent_loop)")
+    elif args.algo == "care":
+        log("RGR off: recipe/care/rgr.py / agent_loop.py not installed")
+    metrics = workdir / "metrics"
+    for stale in metrics.glob(f"{run_tag}-run*.jsonl"):  # a previous smoke's files would join this report
+        stale.unlink()
+    stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
+    if args.no_resume or args.steps < 2:
+        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
+                                                 args.steps, bench_files) + extra, "run", args.timeout,
+                metrics / f"{run_tag}-run1.jsonl")
+        stages.append(f"{run_tag} steps 1-{args.steps}")
+    else:
+        first = args.steps - 1
+        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first, bench_files) + extra,
+                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
+        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
+                                                 args.steps, bench_files) + extra,
+                f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
+                metrics / f"{run_tag}-run2.jsonl")
+        stages += [f"{run_tag} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
+    log(f"training done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
+    if bench_files:
+        stages[-1] += " (each run validates on the six benchmark look-alikes after its last step)"
+    eval_results = None
+    if bench_raw is not None and args.eval:
+        t_eval = time.time()
+        eval_results = run_eval_stage(python, ckpt, bench_raw, workdir, family, run_tag, args.timeout)
+        stages.append(f"evaluation: verl's merger + lmms-eval ({time.time() - t_eval:.0f}s)")
+    try:
+        result, runs = write_report(workdir, [run_tag] if family != "qwen2.5-vl" else ["care", "grpo", "dapo", "gspo"])
+        stages.append("report")
+    except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
+        log(f"report not written: {exc!r}")
+        result, runs = None, []
+    print_summary(stages, result, runs, run_tag, eval_results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The cold-start SFT stage's config (recipe/care/config/care_sft.yaml) and its launcher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recipe.care.main_sft import compose_sft_config, hf_checkpoint_dir
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_recipe_values_reach_verls_own_config_classes():
+    from verl.utils.config import omega_conf_to_dataclass
+
+    config = compose_sft_config(["optim.total_training_steps=10"])
+    # verl's sft_trainer_engine tree underneath (its keys exist), the recipe's values on top
+    assert config.data.messages_key == "messages" and config.data.max_length == 16384
+    assert config.trainer.total_epochs == 2 and config.optim.lr == pytest.approx(5e-6)
+    engine = omega_conf_to_dataclass(config.engine)
+    optim = omega_conf_to_dataclass(config.optim)
+    checkpoint = omega_conf_to_dataclass(config.checkpoint)
+    assert engine.strategy == "fsdp2" and optim.lr_scheduler_type == "cosine"
+    assert optim.lr_warmup_steps_ratio == pytest.approx(0.05)
+    assert "hf_model" in checkpoint.save_contents  # the Hugging Face checkpoint stage rl starts from
+
+
+def test_every_recipe_key_exists_in_verls_sft_config():
+    """A typo in care_sft.yaml would silently add a key verl never reads; compare with verl's tree."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    ours = OmegaConf.to_container(compose_sft_config([]), resolve=False)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        verls = OmegaConf.to_container(compose(config_name="sft_trainer_engine"), resolve=False)
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict) and value:
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    assert set(keys(ours)) == set(keys(verls))
+
+
+def test_hf_checkpoint_dir_picks_the_newest_step(tmp_path):
+    for step in (2, 10):
+        (tmp_path / f"global_step_{step}" / "huggingface").mkdir(parents=True)
+    config = compose_sft_config([f"trainer.default_local_dir={tmp_path}"])
+    assert hf_checkpoint_dir(config) == str(tmp_path / "global_step_10" / "huggingface")
+
+
+def test_run_care_stage_sft_dry_run_and_errors(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": "/models/qwen-vl", "SFT_DATA_DIR": str(tmp_path)}
+    dry = subprocess.run(["bash", "run_care.sh", "--stage", "sft", "--dry-run", "optim.lr=1e-5"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "path: /models/qwen-vl" in dry.stdout and "lr: 1.0e-05" in dry.stdout
+    assert f"{tmp_path}/train-00000.parquet" in dry.stdout
+    missing = subprocess.run(["bash", "run_care.sh", "--stage=sft"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and "build_sft.py" in missing.stderr
+    bad = subprocess.run(["bash", "run_care.sh", "--stage", "eval"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--stage" in bad.stderr
