@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("verl")
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 from smoke.driver import SFT_STEPS, read_metrics  # noqa: E402
 
