@@ -292,7 +292,7 @@ def validate_policy_loss(config: DictConfig) -> None:
     """The actor's ``policy_loss.loss_mode`` must be registered where the loss runs, the actor workers.
 
     verl looks the name up only at the first actor update, inside a Ray worker; checked here, an
-    unknown name or a config that no longer loads ``recipe.care.policy_loss`` in the workers is a
+    unknown name or a config that does not load ``recipe.care.policy_loss`` in the workers is a
     start-up error instead.
     """
     from recipe.care.policy_loss import CLIP_BY_SIGN_LOSS
