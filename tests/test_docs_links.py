@@ -87,7 +87,7 @@ def test_heading_ids_as_github_spells_them(tmp_path):
     doc = tmp_path / "a.md"
     doc.write_text("# care-verl\n### Seeing a run: `python -m report`\n## Notes\n## Notes\n"
                    "```\n# not a heading\n```\n")
-    assert heading_ids(doc) == {"care-verl", "seeing-a-run-python--m-recipecarereport", "notes", "notes-1"}
+    assert heading_ids(doc) == {"care-verl", "seeing-a-run-python--m-report", "notes", "notes-1"}
 
 
 def test_root_links_resolve_from_the_repository_root():
