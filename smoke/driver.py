@@ -432,7 +432,8 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "actor_rollout_ref.actor.fsdp_config.param_offload=false",
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=false",
         "actor_rollout_ref.ref.fsdp_config.param_offload=false",
-        "actor_rollout_ref.model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU (verl-integration.md)
+        # Qwen2.5-VL mrope + packing fails on CPU (docs/verl-integration.md, "CPU runs")
+        "actor_rollout_ref.model.use_remove_padding=false",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
         "trainer.n_gpus_per_node=1",
         "trainer.nnodes=1",

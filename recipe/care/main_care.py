@@ -3,7 +3,7 @@
 Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
 defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
 ``main_ppo`` does plus CARE's own checks, and starts verl's v1 task runner with the recipe
-registered inside the runner process (registries are per process, verl-integration.md item 10).
+registered inside the runner process (registries are per process, docs/verl-integration.md item 10).
 ``--dry-run`` prints the resolved config and exits without starting Ray.
 """
 
