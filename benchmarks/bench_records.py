@@ -12,7 +12,7 @@ lines files (to a temporary folder on local disk); ``--inline`` does that on the
 The two are timed alternately, so machine load hits both alike; the median of --repeat pairs is reported.
 ``--trainer`` also times the trainer's whole advantage step, ``compute_care_advantage_fields`` (spans
 from token ids, advantages, metrics, the fields written back), on a batch shaped as TransferQueue
-returns it. The last line is ``records on/off time ratio: X.XX`` (the issue's bound: <= 1.10).
+returns it. The last line is ``records on/off time ratio: X.XX`` (records may cost at most 10%: <= 1.10).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Run ``python data_prep/build_mix.py --help``. Modules, one concept each:
 - :mod:`data_prep.schema`: the output Arrow schema, data-source names and drop reasons.
 - :mod:`data_prep.prompts`: the CARE instruction, ``<image>`` placeholders, ground truths, choices.
 - :mod:`data_prep.sources`: opening local copies or hub ids, column checks, raw row batches.
-- :mod:`data_prep.records`: per-source column mapping (raw row -> :class:`~data_prep.records.Record`).
+- :mod:`data_prep.rows`: per-source column mapping (raw row -> :class:`~data_prep.rows.Record`).
 - :mod:`data_prep.images`: decoding, the pixel budget, perceptual hashes, token estimates.
 - :mod:`data_prep.process`: the per-row work the process pool runs.
 - :mod:`data_prep.dedup`: normalised question text + perceptual hash index.

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import re
 
-from data_prep.records import Record, _hf_image_ref, _missing
+from data_prep.rows import Record, _hf_image_ref, _missing
 from data_prep.schema import (ANSWER_NOT_IN_CHOICES, BAD_CHOICES, MATHVERSE, MATHVISION, MATHVISTA, MISSING_FIELD,
                               MISSING_IMAGE, MMMU, MMMU_PRO_STANDARD, MMMU_PRO_VISION)
 from data_prep.prompts import IMAGE_PLACEHOLDER, parse_choices

@@ -21,7 +21,7 @@ if not __package__:  # run as a script: import the package from the repo root, n
 from data_prep.cli import (HelpFormatter, add_image_and_dedup_args, add_output_and_execution_args, csv,  # noqa: E402
                            run_build)
 from data_prep.pipeline import DEFAULT_IDS, BuildOptions, build  # noqa: E402
-from data_prep.records import CHARTQA_SUBSETS  # noqa: E402
+from data_prep.rows import CHARTQA_SUBSETS  # noqa: E402
 from data_prep.schema import CHARTQA, DATA_SOURCES, GEOMETRY3K, VIRL39K  # noqa: E402
 
 _DEFAULTS = BuildOptions(out="")

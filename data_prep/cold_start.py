@@ -22,7 +22,7 @@ import re
 
 from data_prep.process import Result, WorkerConfig, _text_tokens, load_row, prompt_tokens
 from data_prep.prompts import build_prompt, user_content
-from data_prep.records import Record
+from data_prep.rows import Record
 from data_prep.schema import ANSWER_NOT_FOUND, MISSING_FIELD, OVER_BUDGET
 from data_prep.sources import VISION_R1_IMAGE_DIRS
 from verifiers.format import answer_span, check_format, find_tags

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data_prep.dedup import DedupIndex
 from data_prep.process import WorkerConfig, process_batch
-from data_prep.records import (BENCH_PARQUET, CHARTQA_SUBSETS, EXCLUDE_COLUMNS, OPTIONAL_COLUMNS, RECORD_BUILDERS,
+from data_prep.rows import (BENCH_PARQUET, CHARTQA_SUBSETS, EXCLUDE_COLUMNS, OPTIONAL_COLUMNS, RECORD_BUILDERS,
                                REQUIRED_COLUMNS, Record, exclude_record)
 from data_prep.report import ReconciliationError, Report
 from data_prep.schema import (CHARTQA, DATA_SOURCES, DUPLICATE_ACROSS, DUPLICATE_WITHIN, GEOMETRY3K, MISSING_FIELD,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from data_prep import images as img
 from data_prep.dedup import normalise_question
 from data_prep.prompts import IMAGE_PLACEHOLDER, build_prompt, fix_placeholders, user_content
-from data_prep.records import Record
+from data_prep.rows import Record
 from data_prep.schema import (ABILITY, CORRUPT_IMAGE, EMPTY_ANSWER, MISSING_FIELD, MISSING_IMAGE, OVER_BUDGET,
                               PLACEHOLDER_MISMATCH, TEXT_ONLY)
 

@@ -18,7 +18,7 @@ class SourceCounts:
     kept: int = 0
     resized_images: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
-    # Bad-input rows, by reason: [{"id", "detail"}, ...] (the issue asks for every id).
+    # Bad-input rows, by reason: [{"id", "detail"}, ...] (every id, so each bad row can be found in the source).
     bad_rows: dict[str, list[dict]] = field(default_factory=dict)
 
 

@@ -16,7 +16,7 @@ from data_prep.dedup import DedupIndex
 from data_prep.pipeline import (OUTPUT_GLOBS, Inputs, WorkerPool, _admit, _bar, _counted, bench_excludes, check_counts,
                                 check_names, finish, index_excludes, record_batches, usable_cpus)
 from data_prep.process import WorkerConfig
-from data_prep.records import EXCLUDE_COLUMNS
+from data_prep.rows import EXCLUDE_COLUMNS
 from data_prep.report import Report
 from data_prep.schema import SFT_SCHEMA, SFT_SUBSETS
 from data_prep.sources import SourceError, check_columns, exclude_kind, open_tabular, open_vision_r1_cold

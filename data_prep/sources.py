@@ -16,7 +16,7 @@ from typing import Iterator
 import pyarrow.parquet as pq
 
 from data_prep.images import ImageStore
-from data_prep.records import REQUIRED_COLUMNS
+from data_prep.rows import REQUIRED_COLUMNS
 from data_prep.schema import BENCHMARK, CHARTQA, GEOMETRY3K, UNDECODABLE_TEXT, UNREADABLE_FILE, VIRL39K
 
 VIRL_PARQUET = "39Krelease.parquet"

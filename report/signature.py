@@ -1,4 +1,4 @@
-"""The mechanism signature (care-algorithm.md sections 2 and 8) and its fit over groups.
+"""The mechanism signature (docs/algorithm.md sections 2 and 8) and its fit over groups.
 
 With binary rewards, one positive and K' negatives, the z-score inside the subgroup gives the
 anchor A_raw(y+) = √K' and every negative A_raw(y−) = −1/√K'. The paper checks this over groups

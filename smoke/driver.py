@@ -432,7 +432,8 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "actor_rollout_ref.actor.fsdp_config.param_offload=false",
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=false",
         "actor_rollout_ref.ref.fsdp_config.param_offload=false",
-        "actor_rollout_ref.model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU (verl-integration.md)
+        # Qwen2.5-VL mrope + packing fails on CPU (docs/verl-integration.md, "CPU runs")
+        "actor_rollout_ref.model.use_remove_padding=false",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
         "trainer.n_gpus_per_node=1",
         "trainer.nnodes=1",
@@ -582,7 +583,7 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """verl's FileLogger records: ``{"step": int, "data": {metric: value}}`` per line."""
+    """verl's FileLogger lines, one per step: ``{"step": int, "data": {metric: value}}``."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -598,13 +599,13 @@ STEP_LINE_KEYS = (("loss", "actor/pg_loss", ".3g"), ("acc", "care/acc", ".2f"), 
 def step_line(metrics: Path, step: int) -> None:
     """A short line for a finished step (verl's console logger prints all ~100 metrics; they stay in the log)."""
     try:
-        record = next((r for r in read_metrics(metrics) if r.get("step") == step), None)
+        line = next((r for r in read_metrics(metrics) if r.get("step") == step), None)
     except (OSError, ValueError):  # the file logger may be mid-write
-        record = None
-    if record is None:
+        line = None
+    if line is None:
         log(f"step {step} done")
         return
-    data = record["data"]
+    data = line["data"]
     parts = [f"{name} {data[key]:{spec}}" + ("s" if key == "timing_s/step" else "")
              for name, key, spec in STEP_LINE_KEYS if isinstance(data.get(key), (int, float))]
     log(f"step {step}: " + ", ".join(parts))
@@ -653,7 +654,7 @@ def eval_summary(results: dict) -> str:
 
 
 def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
-    """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (records from its run folder)."""
+    """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (its care.records group/repair records from its run folder)."""
     from report import ReportInputError, build_report, load_run
 
     runs = []
@@ -661,7 +662,7 @@ def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
         files = sorted((workdir / "metrics").glob(f"{algo}-run*.jsonl"))
         if not files:
             continue
-        records = workdir / "checkpoints" / algo / "care_records"
+        records = workdir / "checkpoints" / algo / "care_records"  # care.records: groups.jsonl, repairs.jsonl
         evaluation = eval_dir(workdir, algo) / "results.json"
         spec = f"{algo}=" + ",".join(str(p) for p in [*files, *([records] if records.is_dir() else []),
                                                       *([evaluation] if evaluation.is_file() else [])])
@@ -737,7 +738,7 @@ def quiet_known_harmless() -> None:
     warnings.filterwarnings("ignore", message=r".* engine is not available: ModuleNotFoundError", category=UserWarning)
     warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm\.adv_estimator != gae", category=UserWarning)
     logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
-        lambda record: not HARMLESS.search(record.getMessage()))
+        lambda log_record: not HARMLESS.search(log_record.getMessage()))
 
 
 def main(argv: list[str] | None = None) -> int:

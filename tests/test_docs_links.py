@@ -1,8 +1,9 @@
 """Every relative link in the repository's documents resolves inside the repository.
 
 A clone has only this repository: a link to ``../`` (a folder beside the checkout) or to a missing
-file is broken for every reader. In-page anchors (``#section``) must name a heading of the target
-file, spelled as GitHub spells heading ids.
+file is broken for every reader. A link that starts with ``/`` is read from the repository root, as
+GitHub reads it (so ``docs/*.md`` can link code without ``../``). In-page anchors (``#section``)
+must name a heading of the target file, spelled as GitHub spells heading ids.
 """
 
 import re
@@ -41,6 +42,14 @@ def heading_ids(path: Path) -> set[str]:
     return ids
 
 
+def resolve(doc: Path, file_part: str) -> Path:
+    """The file a link names: ``/x`` from the repository root, ``x`` from the document's folder."""
+    if not file_part:
+        return doc
+    base = REPO if file_part.startswith("/") else doc.parent
+    return (base / file_part.lstrip("/")).resolve()
+
+
 def is_external(target: str) -> bool:
     return re.match(r"^[a-z][a-z0-9+.-]*:", target) is not None  # https:, mailto:, ...
 
@@ -52,7 +61,7 @@ def test_relative_links_resolve_to_files_in_the_repository(doc):
         if is_external(target):
             continue
         file_part, _, anchor = target.partition("#")
-        resolved = (doc.parent / file_part).resolve() if file_part else doc
+        resolved = resolve(doc, file_part)
         if REPO not in resolved.parents and resolved != REPO:
             broken.append(f"{target}: outside the repository")
         elif not resolved.exists():
@@ -78,4 +87,11 @@ def test_heading_ids_as_github_spells_them(tmp_path):
     doc = tmp_path / "a.md"
     doc.write_text("# care-verl\n### Seeing a run: `python -m report`\n## Notes\n## Notes\n"
                    "```\n# not a heading\n```\n")
-    assert heading_ids(doc) == {"care-verl", "seeing-a-run-python--m-recipecarereport", "notes", "notes-1"}
+    assert heading_ids(doc) == {"care-verl", "seeing-a-run-python--m-report", "notes", "notes-1"}
+
+
+def test_root_links_resolve_from_the_repository_root():
+    doc = REPO / "docs" / "algorithm.md"
+    assert resolve(doc, "/recipe/care/core_algos.py") == REPO / "recipe" / "care" / "core_algos.py"
+    assert resolve(doc, "evaluation.md") == REPO / "docs" / "evaluation.md"
+    assert resolve(doc, "") == doc

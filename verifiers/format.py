@@ -123,7 +123,7 @@ def join_answers(parts: list[str]) -> str:
 def extract_answer(text: str, boxed_fallback: bool = True, tags: list | None = None) -> tuple[str | None, str]:
     """``(prediction, reason)``; the prediction is ``None`` when there is none to grade.
 
-    Order (data-and-verifiers.md): the last ``<answer>`` span; inside it the ``\\boxed{}``
+    Order: the last ``<answer>`` span; inside it the ``\\boxed{}``
     if any, else the trimmed span. Several different boxes inside the answer span are several
     answers, returned as one list (:func:`join_answers`); an unclosed last box is reported. Without
     an answer span, the last ``\\boxed{}`` of the whole response when ``boxed_fallback``

@@ -1,4 +1,4 @@
-"""CARE advantage mathematics (care-algorithm.md sections 2, 3 and 5) as pure torch functions.
+"""CARE advantage mathematics (docs/algorithm.md sections 2, 3 and 5) as pure torch functions.
 
 No verl, Ray or TransferQueue import: the trainer adapter (``recipe.care.trainer``) fetches the
 tensors and calls :func:`compute_care_sequence_advantages` then
@@ -68,7 +68,7 @@ KIND_ALL_CORRECT, KIND_MIXED, KIND_ALL_WRONG = range(3)
 
 @dataclass(frozen=True)
 class CareConfig:
-    """Every switch of care-algorithm.md; the defaults are CARE as published.
+    """Every switch of docs/algorithm.md (its section 10); the defaults are CARE as published.
 
     k, m: hard negatives K and cosine pool size M (M ≥ K).
     neg_scale: s, the magnitude kept by failures in S (A = −s·|A_raw|).

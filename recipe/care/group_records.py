@@ -1,4 +1,4 @@
-"""Per-group and per-repair records (care-algorithm.md section 8, ``care.records``), off by default.
+"""Per-group and per-repair records (docs/algorithm.md section 8, ``care.records``), off by default.
 
 The paper's mechanism-signature fit (Pearson r between A_raw(y+)/√K' and the equalisation, R²
 per K') is computed over groups, so per-step aggregates cannot reproduce it; the authors' code

@@ -3,7 +3,7 @@
 Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
 defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
 ``main_ppo`` does plus CARE's own checks, and starts verl's v1 task runner with the recipe
-registered inside the runner process (registries are per process, verl-integration.md item 10).
+registered inside the runner process (registries are per process, docs/verl-integration.md item 10).
 ``--dry-run`` prints the resolved config and exits without starting Ray.
 """
 
@@ -292,7 +292,7 @@ def validate_policy_loss(config: DictConfig) -> None:
     """The actor's ``policy_loss.loss_mode`` must be registered where the loss runs, the actor workers.
 
     verl looks the name up only at the first actor update, inside a Ray worker; checked here, an
-    unknown name or a config that no longer loads ``recipe.care.policy_loss`` in the workers is a
+    unknown name or a config that does not load ``recipe.care.policy_loss`` in the workers is a
     start-up error instead.
     """
     from recipe.care.policy_loss import CLIP_BY_SIGN_LOSS

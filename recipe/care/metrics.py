@@ -1,4 +1,4 @@
-"""CARE's per-step diagnostics (care-algorithm.md section 8), pure functions over the advantage step.
+"""CARE's per-step diagnostics (docs/algorithm.md section 8), pure functions over the advantage step.
 
 All inputs are the real (non-padding) rows of one step; every value returned is a plain float,
 ready for verl's metrics dict (and so for every verl logger). Names:

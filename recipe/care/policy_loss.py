@@ -1,6 +1,6 @@
 """Registers the ``vanilla_clip_by_sign`` policy loss (written against verl 0.9.1).
 
-care-algorithm.md section 8 asks for the clip fraction split by advantage sign: CARE's negatives
+docs/algorithm.md section 8 asks for the clip fraction split by advantage sign: CARE's negatives
 are scaled down (−s·|A_raw|) while the anchor is equalised up to √K, so whether the PPO clip bites
 mostly on positives or on failures is the diagnostic that tells the two apart. verl computes the
 clip inside its policy-loss function and returns only the pooled ``actor/pg_clipfrac``, and the

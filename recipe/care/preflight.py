@@ -1,7 +1,7 @@
 """Checks run before Ray starts, so a GPU run stops in seconds with one clear line per problem.
 
-Without them these surface minutes later, deep inside a Ray actor (verl-integration.md, "What a GPU
-run meets"): a broken flash-attn breaks ``import verl`` in every actor; ``wandb.init`` raises
+Without them these surface minutes later, deep inside a Ray actor (docs/verl-integration.md, "What a
+GPU run meets that a CPU run does not"): a broken flash-attn breaks ``import verl`` in every actor; ``wandb.init`` raises
 without credentials after the model has loaded; a missing shard or a mistyped model path fails in
 the task runner; an interrupted or empty data build (no report.json, 0 training rows) fails in the
 dataloader. Every check is a pure function returning a list of messages (empty = fine), so

@@ -3,9 +3,9 @@
 A preset is a list of hydra overrides placed after the ALGO preset and before the user's own
 overrides, so any ``key=value`` on the command line (and ``MODEL_PATH``) still wins.
 
-Every preset uses the authors' step shape (EasyR1 fork, verl-integration.md): 512 prompts per step,
-actor global batch 128 prompts (4 updates per step), prompts and responses up to 2048 tokens each,
-n = 8 rollouts per prompt. The per-model settings were chosen for 8 GPUs of 80 GB or more per node
+Every preset uses the authors' step shape (EasyR1 fork; docs/verl-integration.md, "The authors'
+training settings"): 512 prompts per step, actor global batch 128 prompts (4 updates per step),
+prompts and responses up to 2048 tokens each, n = 8 rollouts per prompt. The per-model settings were chosen for 8 GPUs of 80 GB or more per node
 (H100/H200) and have not been run on a GPU yet: vLLM tensor parallel size and memory share,
 per-GPU micro-batches, and dynamic batch sizes (token budgets per GPU; a sequence is at most
 4096 tokens, so the actor budget holds at least 3 of the longest sequences).

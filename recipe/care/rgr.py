@@ -1,4 +1,4 @@
-"""Reflection-guided resampling (RGR, care-algorithm.md section 4) as a pure async function.
+"""Reflection-guided resampling (RGR, docs/algorithm.md section 4) as a pure async function.
 
 For a group with at least one verified-correct and one failed rollout, :func:`reflect_group`
 picks one failure, builds ``prompt + failed think prefix + repair cue``, decodes once through the
@@ -90,7 +90,7 @@ FAILURE_REASONS = ("no_think_span", "no_budget", "generation_error", "timeout", 
 # Why a group's eligibility could not be judged (the group is left untouched).
 SKIP_REASONS = ("missing_acc", "no_reward", "incomplete_group", "multi_output")
 
-# care-algorithm.md 4.2: the paper's wording as published in its summaries.
+# docs/algorithm.md section 4.2: the paper's wording as published in its summaries.
 DEFAULT_CUE = "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
 # The authors' code's cue (yongxinwang-ai/CARE verl/hooks/rgr.py, _build_repair_cue), cut there to
 # max_critique_tokens tokens and inserted before </think>, followed by "</think>\n<answer>".

@@ -1,4 +1,4 @@
-"""Think and answer spans of responses, from token ids (care-algorithm.md section 1).
+"""Think and answer spans of responses, from token ids (docs/algorithm.md section 1).
 
 The tags are found in decoded text, not by token id, because the same tag is one token in some
 vocabularies (Qwen3's ``<think>``) and several in others (Qwen2.5-VL: ``<th`` ``ink`` ``>\\n``), and

@@ -1,4 +1,4 @@
-"""Think embeddings h_i (care-algorithm.md section 1): pure pooling, no verl import.
+"""Think embeddings h_i (docs/algorithm.md section 1): pure pooling, no verl import.
 
 h_i = L2-normalise( mean over the think-span tokens of the final-layer hidden states (after the
 final norm) ), computed in fp32; the whole response when the rollout has no think span. The

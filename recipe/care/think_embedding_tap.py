@@ -1,7 +1,7 @@
 """Actor worker that returns think embeddings from the old-log-prob forward pass (no extra pass).
 
 verl 0.9.1's actor engine emits log-probs and entropy only. CARE also needs h_i, the mean of the
-final-layer hidden states over each rollout's think span (care-algorithm.md section 1). Rather
+final-layer hidden states over each rollout's think span (docs/algorithm.md section 1). Rather
 than running the model a second time, as the authors' code does, this worker
 
 1. puts a forward hook on the decoder's final norm (``get_decoder().norm``: its output is

@@ -10,7 +10,7 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
   forward pass that computes the old log-probs (no extra model pass);
 - owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
   region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
-- logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate;
+- logs docs/algorithm.md section 8 diagnostics and per-``data_source`` accuracy/format rate;
 - with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.group_records``);
 - adds ``val-core/macro/acc`` over the six benchmarks to validation (``recipe.care.bench_metrics``).
 """

@@ -172,8 +172,8 @@ def test_a_lost_row_makes_the_build_fail(mix_inputs, tmp_path, monkeypatch, caps
     from data_prep.build_mix import main
 
     real = pipeline.process_batch
-    monkeypatch.setattr(pipeline, "process_batch", lambda records, cfg: real(records, cfg)[:-1] if records and
-                        records[0].source == "geometry3k" else real(records, cfg))
+    monkeypatch.setattr(pipeline, "process_batch", lambda rows, cfg: real(rows, cfg)[:-1] if rows and
+                        rows[0].source == "geometry3k" else real(rows, cfg))
     args = build_args(mix_inputs["paths"], str(tmp_path), "--workers", "1", "--sources", "geometry3k")
     assert main(args) == 3
     assert "read" in capsys.readouterr().err

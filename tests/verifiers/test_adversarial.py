@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from verifiers import RESULT_KEYS, verify
 from verifiers.bounded import SymbolicPool, _worker_compare, clear_cache, prescreen
 
-TIME_BOUND_S = 2.5  # the issue asks for ~1 s; generous for a loaded 2-core CI box
+TIME_BOUND_S = 2.5  # a hostile answer must be judged in about 1 s; 2.5 s leaves room for a loaded 2-core CI box
 
 MILLION = "7" * 1_000_000
 NESTED = "{" * 10_000 + "1" + "}" * 10_000

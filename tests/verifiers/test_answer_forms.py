@@ -1,4 +1,5 @@
-"""Answer forms that used to be false negatives, each with the near misses that must stay wrong."""
+"""Answer forms a plain string match grades wrong although they are right (false negatives),
+each with the near misses that must stay wrong."""
 
 import time
 

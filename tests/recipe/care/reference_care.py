@@ -1,4 +1,4 @@
-"""A deliberately plain, loop-per-group reading of care-algorithm.md sections 1-3.
+"""A deliberately plain, loop-per-group reading of docs/algorithm.md sections 1-3.
 
 It shares no code with ``recipe.care.core_algos`` (which is vectorised across groups) or
 ``recipe.care.spans``; the tests check that both agree on random batches. Selectors covered:
@@ -11,7 +11,7 @@ import math
 import re
 from collections import OrderedDict
 
-# The verifier's tag spellings (data-and-verifiers.md): up to 8 blanks inside, any case.
+# The verifier's tag spellings (verifiers/format.py): up to 8 blanks inside, any case.
 _TAG = re.compile(r"<\s{0,8}(/?)\s{0,8}(think|answer)\s{0,8}>", re.IGNORECASE)
 
 

@@ -1,4 +1,4 @@
-"""Properties of the CARE advantage core (care-algorithm.md sections 2, 3, 5)."""
+"""Properties of the CARE advantage core (docs/algorithm.md sections 2, 3, 5)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import pytest
 
 from recipe.care.rgr import DEFAULT_CUE, RGRConfig, RGRConfigError
 
-# care-algorithm.md 4.2, verbatim
+# docs/algorithm.md section 4.2, verbatim
 SPEC_CUE = "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
 
 

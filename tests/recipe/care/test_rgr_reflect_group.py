@@ -1,4 +1,4 @@
-"""recipe.care.rgr.reflect_group with deterministic generators (care-algorithm.md section 4)."""
+"""recipe.care.rgr.reflect_group with deterministic generators (docs/algorithm.md section 4)."""
 
 import asyncio
 import random

@@ -1,4 +1,4 @@
-"""Which failure RGR repairs: selectors lexical (default), logprob, random (care-algorithm.md 4.1)."""
+"""Which failure RGR repairs: selectors lexical (default), logprob, random (docs/algorithm.md section 4.1)."""
 
 import random
 

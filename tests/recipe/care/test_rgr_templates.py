@@ -12,7 +12,7 @@ from recipe.care.rgr import DEFAULT_ANSWER_OPEN, DEFAULT_CUE, STRUCTURED_CUE, Re
 from recipe.care.spans import compute_response_spans
 from tests.recipe.care.conftest import AnswerScore, ScriptedGenerate, member
 
-# care-algorithm.md 4.2 / the authors' code (verl/hooks/rgr.py _build_repair_cue), verbatim
+# docs/algorithm.md section 4.2 / the authors' code (verl/hooks/rgr.py _build_repair_cue), verbatim
 AUTHORS_CUE = "\n<repair>\n- Mistake:\n- Fix:\n- Corrected final answer:\n</repair>\n"
 RIGHT = "<think>2 plus 2 makes 4.</think>\n<answer>4</answer>"
 WRONG = "<think>First, 2 plus 2 makes 5 because I added one more </think>\n<answer>5</answer>"

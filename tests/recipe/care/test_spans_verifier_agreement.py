@@ -1,4 +1,4 @@
-"""The answer span that region weights credit is the text the verifier graded (care-algorithm.md section 1).
+"""The answer span that region weights credit is the text the verifier graded (docs/algorithm.md section 1).
 
 The verifier (``verifiers.verify``) grades the text of :func:`verifiers.format.answer_span`; the
 advantage step credits the tokens of ``ResponseSpans.answer_mask``. For every response, well-formed

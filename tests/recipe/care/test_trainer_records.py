@@ -47,7 +47,7 @@ def test_records_written_per_group_and_per_repair(monkeypatch, tokenizer, batch,
 def test_records_off_writes_nothing(monkeypatch, tokenizer, batch, tmp_path):  # noqa: F811
     rows, meta = batch
     monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
-    trainer = make_trainer(tokenizer)  # no care_records attribute: off, as a trainer built before this feature
+    trainer = make_trainer(tokenizer)  # no care_records attribute: records off, as a trainer built without it
     trainer._compute_advantage(meta, {})
     assert not any(tmp_path.iterdir())
 

@@ -1,4 +1,4 @@
-"""Per-source column mapping: one raw row (a dict from Arrow) -> a source-independent :class:`Record`.
+"""Dataset rows of one source: one raw row (a dict from Arrow) -> a source-independent :class:`Record`.
 
 Only cheap work happens here (it runs in the main process); images stay undecoded references.
 """
