@@ -60,7 +60,7 @@ OPTIONS = (
     Option("--bench-dir", "BENCH_DIR", "DIR", None,
            "data_prep/build_bench.py's six parquets: also validate on them, one greedy pass (val-core/macro/acc)"),
     Option("--sft-data-dir", "SFT_DATA_DIR", "DIR", "data/care_sft", f"--stage sft: data_prep/build_sft.py's {SHARD_GLOB}"),
-    Option("--model-path", "MODEL_PATH", "PATH", None, "the model (hub id or folder); default: the preset's", ),
+    Option("--model-path", "MODEL_PATH", "PATH", None, "the model (hub id or folder); default: the preset's"),
     Option("--n-gpus-per-node", "N_GPUS_PER_NODE", "N", 8, "GPUs per node (the preset scales to it)", int),
     Option("--nnodes", "NNODES", "N", 1, "nodes", int),
     Option("--node-rank", "NODE_RANK", "R", None, "--stage sft on several nodes: this node's rank", int),
