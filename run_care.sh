@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CARE (or a baseline) on a paper backbone with the data_prep/build_mix.py mix, through verl 0.9.1.
 #
-#   bash run_care.sh [--model PRESET] [--dry-run] [--skip-preflight] [--debug] [key=value ...]  # any verl/CARE hydra override
+#   bash run_care.sh [--model PRESET] [--dry-run] [--skip-preflight] [--debug] [OPTION ...] [key=value ...]  # any verl/CARE hydra override
 #   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
@@ -17,14 +17,30 @@
 # --model: qwen2.5-vl-3b | qwen2.5-vl-7b (default) | qwen3-vl-8b (recipe/care/presets.py): model path,
 # vLLM TP and memory, micro-batches, dynamic batch sizes and the authors' step shape (512 prompts per
 # step, global batch 128, 2048/2048 tokens, n = 8), scaled to N_GPUS_PER_NODE x NNODES. Every
-# key=value below and on the command line wins over the preset.
+# variable below and every key=value on the command line wins over the preset.
 #
-# Environment (defaults in brackets; unset = the preset's value):
-#   MODEL_PATH [preset]  DATA_DIR [data/care_mix] (train-*.parquet shards and val.parquet from data_prep/build_mix.py)
-#   N_GPUS_PER_NODE [8]  NNODES [1]  EXPERIMENT_NAME [${ALGO}_<preset>]  PROJECT_NAME [care-verl]
-#   BENCH_DIR [unset] (data_prep/build_bench.py's six parquets: also validate on them, greedy, val-core/macro/acc)
-#   TRAIN_BATCH_SIZE [preset]  ROLLOUT_N [preset]  TOTAL_EPOCHS [1]  LOGGER ['["console","file"]'; add "wandb" to log there]
-#   PYTHON [python3, or .venv/bin/python, or .venv-ci/bin/python]  CARE_DEBUG [unset; 1 = same as --debug]
+# Everything but --smoke and --stage eval runs `python -m recipe.care.main_care` (its --help lists each
+# OPTION). Environment: each variable that is set and not empty becomes that option (defaults in
+# brackets); the command line wins over the environment.
+#   ALGO [care]                         --algo                 care | grpo | dapo | gspo
+#   DATA_DIR [data/care_mix]            --data-dir             train-*.parquet shards and val.parquet (data_prep/build_mix.py)
+#   BENCH_DIR [unset]                   --bench-dir            data_prep/build_bench.py's six parquets: also validate
+#                                                              on them, greedy (val-core/<benchmark>, val-core/macro/acc)
+#   SFT_DATA_DIR [data/care_sft]        --sft-data-dir         --stage sft: train-*.parquet (data_prep/build_sft.py)
+#   MODEL_PATH [preset]                 --model-path           hub id or local folder
+#   TRAIN_BATCH_SIZE [preset]           --train-batch-size     prompts per step
+#   ROLLOUT_N [preset]                  --rollout-n            rollouts per prompt
+#   N_GPUS_PER_NODE [8]                 --n-gpus-per-node
+#   NNODES [1]                          --nnodes
+#   NODE_RANK, MASTER_ADDR,             --node-rank,           --stage sft on several nodes (run it on every node):
+#     MASTER_PORT [29500]               --master-addr, --master-port   this node's rank, node 0's address and port
+#   EXPERIMENT_NAME [${ALGO}_<preset>]  --experiment-name
+#   SFT_EXPERIMENT_NAME [sft_<preset>]  --sft-experiment-name
+#   PROJECT_NAME [care-verl]            --project-name
+#   TOTAL_EPOCHS [1]                    --total-epochs
+#   LOGGER ['["console","file"]']       --logger               add "wandb" to log there
+#   CARE_DEBUG [unset]                  --debug                1: the traceback of a bad input
+#   PYTHON [python3, or .venv/bin/python, or .venv-ci/bin/python]: the interpreter
 # A bad option, ALGO, preset or key=value stops before Ray with one line naming it and the fix (exit 2);
 # --debug (or CARE_DEBUG=1) shows the Python traceback instead.
 # Before Ray starts, recipe/care/preflight.py checks flash-attn/vllm, the GPU count, the data, wandb
@@ -34,21 +50,12 @@
 # then run this script on the head node with NNODES set; verl attaches to the running cluster.
 set -euo pipefail
 
-ALGO="${ALGO:-care}"
-DATA_DIR="${DATA_DIR:-data/care_mix}"
-N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
-NNODES="${NNODES:-1}"
-PROJECT_NAME="${PROJECT_NAME:-care-verl}"
-TOTAL_EPOCHS="${TOTAL_EPOCHS:-1}"
-LOGGER="${LOGGER:-[\"console\",\"file\"]}"
 PYTHON="${PYTHON:-}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # The header comment above is the usage text.
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
-# One line naming the input and the fix, exit 2 (as recipe/care/main_care.py reports bad input).
-usage_error() { echo "run_care.sh: $1 (bash run_care.sh --help)" >&2; exit 2; }
 
 # Interpreter: $PYTHON, else python3 when it has the recipe's dependencies (verl; `import recipe.care`
 # alone succeeds from this folder whatever is installed), else the virtualenv that
@@ -81,31 +88,21 @@ fi
 
 args=()
 smoke=0
-model=""
-stage=rl
-dry_run=0
 help=0
-presets="qwen2.5-vl-3b|qwen2.5-vl-7b|qwen3-vl-8b"
-while (($# > 0)); do
-  case "$1" in
+for arg in "$@"; do
+  case "$arg" in
     --smoke) smoke=1 ;;
-    --model) (($# > 1)) || usage_error "--model needs a preset name: $presets"; model="$2"; shift ;;
-    --model=*) model="${1#--model=}" ;;
-    --stage) (($# > 1)) || usage_error "--stage needs sft, rl or eval"; stage="$2"; shift ;;
-    --stage=*) stage="${1#--stage=}" ;;
-    --dry-run) dry_run=1; args+=("$1") ;;
-    --debug) export CARE_DEBUG=1 ;;
-    -h|--help) help=1; args+=("$1") ;;  # kept for --smoke, whose own --help lists its options
-    *) args+=("$1") ;;
+    --debug) export CARE_DEBUG=1 ;;  # main_care and the smoke's runs read it
+    -h|--help) help=1; args+=("$arg") ;;  # kept for --smoke, whose own --help lists its options
+    *) args+=("$arg") ;;
   esac
-  shift
 done
 
 if ((smoke == 1)); then
   # The embedded default (smoke/driver.py): builds the tiny model and data offline, then runs
   # $ALGO on CPU through python -m recipe.care.main_care (steps 1-2, checkpoint, resume, step 3).
   # Remaining key=value arguments are verl/CARE overrides for those runs.
-  exec "$PYTHON" -m smoke --algo "$ALGO" ${model:+--model "$model"} "${args[@]}"
+  exec "$PYTHON" -m smoke --algo "${ALGO:-care}" "${args[@]}"
 fi
 
 if ((help == 1)); then
@@ -113,96 +110,19 @@ if ((help == 1)); then
   exit 0
 fi
 
-if [[ "$stage" != rl && "$stage" != sft ]]; then
-  usage_error "--stage must be sft, rl (the default) or eval (first: --stage eval CHECKPOINT), got '$stage'"
-fi
-
-if [[ "$stage" == sft ]]; then
-  # Cold-start SFT (recipe/care/config/care_sft.yaml: verl's sft_trainer_engine + Vision-R1's values)
-  # through verl's own SFT trainer, one torchrun process per GPU.
-  SFT_DATA_DIR="${SFT_DATA_DIR:-data/care_sft}"
-  sft_model="${model:-qwen2.5-vl-7b}"
-  SFT_EXPERIMENT_NAME="${SFT_EXPERIMENT_NAME:-sft_$(echo "$sft_model" | tr '.-' '__')}"
-  # The preset's model (recipe/care/presets.py) unless MODEL_PATH is set.
-  MODEL_PATH="${MODEL_PATH:-$("$PYTHON" -m recipe.care.presets model-path "$sft_model")}"
-  shopt -s nullglob
-  sft_shards=("$SFT_DATA_DIR"/train-*.parquet)
-  shopt -u nullglob
-  if ((${#sft_shards[@]} == 0)); then
-    if ((dry_run == 0)); then
-      echo "run_care.sh: no cold-start shards in $SFT_DATA_DIR (expected train-*.parquet)." >&2
-      echo "Build them first: python data_prep/build_sft.py --out $SFT_DATA_DIR   (or set SFT_DATA_DIR)" >&2
-      exit 2
-    fi
-    sft_shards=("$SFT_DATA_DIR/train-00000.parquet")
+# Each variable that is set and not empty becomes its main_care option (listed above); an unset one
+# leaves main_care's default, which for MODEL_PATH, TRAIN_BATCH_SIZE and ROLLOUT_N is the preset's value.
+options=()
+for pair in ALGO:--algo DATA_DIR:--data-dir BENCH_DIR:--bench-dir SFT_DATA_DIR:--sft-data-dir \
+            MODEL_PATH:--model-path N_GPUS_PER_NODE:--n-gpus-per-node NNODES:--nnodes NODE_RANK:--node-rank \
+            MASTER_ADDR:--master-addr MASTER_PORT:--master-port EXPERIMENT_NAME:--experiment-name \
+            SFT_EXPERIMENT_NAME:--sft-experiment-name PROJECT_NAME:--project-name TOTAL_EPOCHS:--total-epochs \
+            LOGGER:--logger TRAIN_BATCH_SIZE:--train-batch-size ROLLOUT_N:--rollout-n; do
+  var="${pair%%:*}"
+  if [[ -n "${!var:-}" ]]; then
+    options+=("${pair#*:}=${!var}")
   fi
-  sft_args=(
-    model.path="$MODEL_PATH"
-    data.train_files="[$(IFS=,; echo "${sft_shards[*]}")]"
-    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
-    trainer.nnodes="$NNODES"
-    trainer.project_name="$PROJECT_NAME"
-    trainer.experiment_name="$SFT_EXPERIMENT_NAME"
-    trainer.logger="$LOGGER"
-  )
-  if ((dry_run == 1)); then
-    exec "$PYTHON" -m recipe.care.main_sft "${sft_args[@]}" "${args[@]}"  # args hold --dry-run
-  fi
-  launcher=(--standalone --nnodes=1)
-  if ((NNODES > 1)); then  # run this on every node with NODE_RANK set; MASTER_ADDR is node 0
-    launcher=(--nnodes="$NNODES" --node_rank="${NODE_RANK:?set NODE_RANK on each node}"
-              --master_addr="${MASTER_ADDR:?set MASTER_ADDR to node 0}" --master_port="${MASTER_PORT:-29500}")
-  fi
-  exec "$PYTHON" -m torch.distributed.run "${launcher[@]}" --nproc_per_node="$N_GPUS_PER_NODE" \
-    -m recipe.care.main_sft "${sft_args[@]}" "${args[@]}"
-fi
+done
 
-model="${model:-qwen2.5-vl-7b}"
-EXPERIMENT_NAME="${EXPERIMENT_NAME:-${ALGO}_$(echo "$model" | tr '.-' '__')}"
-# Set only when given, so the preset's values apply otherwise (the command line wins over both).
-env_overrides=()
-[[ -n "${MODEL_PATH:-}" ]] && env_overrides+=(actor_rollout_ref.model.path="$MODEL_PATH")
-[[ -n "${TRAIN_BATCH_SIZE:-}" ]] && env_overrides+=(data.train_batch_size="$TRAIN_BATCH_SIZE")
-[[ -n "${ROLLOUT_N:-}" ]] && env_overrides+=(actor_rollout_ref.rollout.n="$ROLLOUT_N")
-
-# data_prep/build_mix.py writes train-00000.parquet, train-00001.parquet, ... and val.parquet;
-# verl's RLHFDataset takes the list of shards.
-shopt -s nullglob
-train_shards=("$DATA_DIR"/train-*.parquet)
-shopt -u nullglob
-if ((${#train_shards[@]} == 0)); then
-  # recipe/care/preflight.py reports the missing shards (dry run included) with the build command
-  train_shards=("$DATA_DIR/train-00000.parquet")
-fi
-TRAIN_FILES="[$(IFS=,; echo "${train_shards[*]}")]"
-
-# BENCH_DIR (data_prep/build_bench.py's output): validate on the six benchmarks next to the mix's val
-# split, one greedy pass each; verl logs val-core/<benchmark>/acc/mean@1, the trainer val-core/macro/acc.
-VAL_FILES="$DATA_DIR/val.parquet"
-bench_args=()
-if [[ -n "${BENCH_DIR:-}" ]]; then
-  bench_files=("$DATA_DIR/val.parquet")
-  for bench in mathvista mathverse mathvision mmmu mmmu_pro_standard mmmu_pro_vision; do
-    if [[ ! -f "$BENCH_DIR/$bench.parquet" && $dry_run == 0 ]]; then
-      echo "run_care.sh: BENCH_DIR=$BENCH_DIR has no $bench.parquet; build it: python data_prep/build_bench.py --out $BENCH_DIR" >&2
-      exit 2
-    fi
-    bench_files+=("$BENCH_DIR/$bench.parquet")
-  done
-  VAL_FILES="[$(IFS=,; echo "${bench_files[*]}")]"
-  bench_args=(actor_rollout_ref.rollout.val_kwargs.n=1 actor_rollout_ref.rollout.val_kwargs.do_sample=False
-              actor_rollout_ref.rollout.val_kwargs.temperature=0)
-fi
-
-exec "$PYTHON" -m recipe.care.main_care --algo "$ALGO" --model "$model" \
-  data.train_files="$TRAIN_FILES" \
-  data.val_files="$VAL_FILES" \
-  trainer.n_gpus_per_node="$N_GPUS_PER_NODE" \
-  trainer.nnodes="$NNODES" \
-  trainer.project_name="$PROJECT_NAME" \
-  trainer.experiment_name="$EXPERIMENT_NAME" \
-  trainer.total_epochs="$TOTAL_EPOCHS" \
-  trainer.logger="$LOGGER" \
-  ${env_overrides[@]+"${env_overrides[@]}"} \
-  ${bench_args[@]+"${bench_args[@]}"} \
-  ${args[@]+"${args[@]}"}
+# The command line after the environment: its options and key=value overrides win.
+exec "$PYTHON" -m recipe.care.main_care ${options[@]+"${options[@]}"} ${args[@]+"${args[@]}"}

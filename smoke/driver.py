@@ -494,7 +494,8 @@ def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: f
     metrics.unlink(missing_ok=True)
     log_path = metrics.parent.parent / "logs" / f"{metrics.stem}.log"
     overrides = [*overrides, f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}"]
-    cmd = [python, "-m", "recipe.care.main_care", "--algo", algo, *overrides]
+    # --model none: the smoke's own sizes, not a GPU preset (main_care's default is one)
+    cmd = [python, "-m", "recipe.care.main_care", "--algo", algo, "--model", "none", *overrides]
     log(f"{label}: python -m recipe.care.main_care --algo {algo} ... ({len(overrides)} overrides); log: {log_path}")
     run_logged(cmd, {**job_env(), "VERL_FILE_LOGGER_PATH": str(metrics)}, label, log_path, timeout, metrics)
 

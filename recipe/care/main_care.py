@@ -1,10 +1,13 @@
-"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--model PRESET] [--dry-run] key=value ...``.
+"""Entry point: ``python -m recipe.care.main_care [--algo care|grpo|dapo|gspo] [--model PRESET] [--stage rl|sft] [--dry-run] [OPTION ...] key=value ...``.
 
 Composes ``recipe/care/config/care_trainer.yaml`` (verl's ``ppo_trainer`` tree plus CARE's
-defaults) with the ALGO preset and the user's overrides, validates it the way verl's own
-``main_ppo`` does plus CARE's own checks, and starts verl's v1 task runner with the recipe
-registered inside the runner process (registries are per process, docs/verl-integration.md item 10).
-``--dry-run`` prints the resolved config and exits without starting Ray.
+defaults) with the ALGO preset, the model preset, the launch options' overrides (data shards,
+benchmark validation, run name, GPU counts: recipe/care/launch_args.py) and the user's overrides,
+validates it the way verl's own ``main_ppo`` does plus CARE's own checks, and starts verl's v1 task
+runner with the recipe registered inside the runner process (registries are per process,
+docs/verl-integration.md item 10). ``--stage sft`` runs the cold-start SFT under torchrun instead.
+``--dry-run`` prints the resolved config and exits without starting Ray. ``bash run_care.sh`` maps
+its environment variables onto the options (``--help`` lists both).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipe.care.launch_args import parse_launch_args, rl_overrides, sft_overrides, torchrun_command, usage
 from recipe.care.verl_compat import require_verl_attr
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
@@ -418,24 +422,10 @@ def launch(config: DictConfig) -> None:
     run_ppo(config, task_runner_class=_task_runner_class())
 
 
-# --preflight-only: run every check (GPU ones included) and stop; --skip-preflight: launch without them.
-# main() takes them out of argv before parse_args.
-PREFLIGHT_FLAGS = ("--preflight-only", "--skip-preflight")
 DEBUG_FLAG, DEBUG_ENV = "--debug", "CARE_DEBUG"
 HELP_FLAGS = ("-h", "--help")
+USAGE = usage(ALGO_OVERRIDES)
 
-USAGE = f"""usage: python -m recipe.care.main_care [--algo {'|'.join(ALGO_OVERRIDES)}] [--model PRESET] [--dry-run]
-                                     [--preflight-only | --skip-preflight] [--debug] [key=value ...]
-
-  --algo NAME        the algorithm (default: $ALGO, else care); baselines share CARE's data, reward and budget
-  --model PRESET     recipe/care/presets.py: qwen2.5-vl-3b | qwen2.5-vl-7b | qwen3-vl-8b
-  --dry-run          validate and print the composed config; starts no Ray (preflight: all but the GPU checks)
-  --preflight-only   run the start-up checks, GPU ones included, and stop
-  --skip-preflight   launch without the start-up checks
-  --debug            a bad input shows its Python traceback (also {DEBUG_ENV}=1); otherwise one line, exit 2
-  key=value          any verl/CARE hydra override (+key=value adds a key verl accepts but the yaml lacks)
-
-bash run_care.sh is the usual way in (data shards, environment defaults): bash run_care.sh --help"""
 
 def _launch_errors() -> tuple[type[BaseException], ...]:
     """What a bad command line or config raises before anything starts: reported as one line, exit 2.
@@ -449,23 +439,9 @@ def _launch_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, TypeError, KeyError, AssertionError, ImportError, HydraException, OmegaConfBaseException)
 
 
-def parse_args(argv: list[str]) -> tuple[str, bool, list[str]]:
-    algo, dry_run, overrides = os.environ.get("ALGO", "care"), False, []
-    args = iter(argv)
-    for arg in args:
-        if arg == "--dry-run":
-            dry_run = True
-        elif arg == "--algo":
-            algo = next(args, "")
-        elif arg.startswith("--algo="):
-            algo = arg.split("=", 1)[1]
-        elif arg.startswith("--"):
-            raise CareConfigError(f"unknown option {arg}; options: --algo NAME, --model NAME, --dry-run, "
-                                  f"{', '.join(PREFLIGHT_FLAGS)}, {DEBUG_FLAG}, --help; "
-                                  "everything else is key=value")
-        else:
-            overrides.append(arg)
-    return algo, dry_run, overrides
+def parse_args(argv: list[str]):
+    """(options, the user's key=value overrides): see USAGE and recipe/care/launch_args.py."""
+    return parse_launch_args(argv, ALGO_OVERRIDES)
 
 
 def run_preflight(config: DictConfig, dry_run: bool) -> bool:
@@ -478,19 +454,6 @@ def run_preflight(config: DictConfig, dry_run: bool) -> bool:
     return not problems
 
 
-def take_model_option(argv: list[str]) -> tuple[str | None, list[str]]:
-    """``--model NAME`` / ``--model=NAME`` (a recipe/care/presets.py preset) out of argv."""
-    model, rest, args = None, [], iter(argv)
-    for arg in args:
-        if arg == "--model":
-            model = next(args, "")
-        elif arg.startswith("--model="):
-            model = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    return model, rest
-
-
 def _count(config: DictConfig, key: str) -> int:
     value = OmegaConf.select(config, key)
     try:
@@ -500,7 +463,10 @@ def _count(config: DictConfig, key: str) -> int:
 
 
 def compose_with_preset(overrides: list[str], algo: str, model: str | None) -> DictConfig:
-    """ALGO preset, then the model preset scaled to the GPU count the user's overrides ask for, then those overrides."""
+    """ALGO preset, then the model preset scaled to the GPU count the overrides ask for, then the overrides.
+
+    ``model`` None: no model preset (the yaml's values).
+    """
     from recipe.care.presets import get_preset, preset_overrides
 
     if model is not None:
@@ -519,20 +485,35 @@ def debug_requested(argv: list[str], environ=None) -> bool:
     return DEBUG_FLAG in argv or environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def run_sft_stage(options, overrides: list[str]) -> int:
+    """``--stage sft``: verl's SFT trainer under torchrun (this process becomes torchrun), or with
+    ``--dry-run`` recipe.care.main_sft's dry run in this process (no torchrun, no GPU)."""
+    if options.preflight_only:
+        raise CareConfigError("--preflight-only checks the RL run (--stage rl); --stage sft --dry-run shows the SFT config")
+    stage_overrides = [*sft_overrides(options), *overrides]
+    if options.dry_run:
+        from recipe.care.main_sft import main as sft_main
+
+        return sft_main([*stage_overrides, "--dry-run"])
+    command = torchrun_command(sys.executable, options, stage_overrides)
+    sys.stdout.flush()
+    os.execvp(command[0], command)
+    return 0  # not reached: execvp replaces the process
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in HELP_FLAGS for arg in argv):
         print(USAGE)
         return 0
     debug = debug_requested(argv)
-    argv = [arg for arg in argv if arg != DEBUG_FLAG]
-    flags = {arg for arg in argv if arg in PREFLIGHT_FLAGS}
     try:
-        model, rest = take_model_option([arg for arg in argv if arg not in PREFLIGHT_FLAGS])
-        algo, dry_run, overrides = parse_args(rest)
-        config = compose_with_preset(overrides, algo, model)
+        options, overrides = parse_args(argv)
+        if options.stage == "sft":
+            return run_sft_stage(options, overrides)
+        config = compose_with_preset([*rl_overrides(options), *overrides], options.algo, options.model)
         set_file_logger_path(config)  # shown in the dry run's config; the launch creates the folder
-        if dry_run:
+        if options.dry_run:
             validate(config)
         else:
             prepare_launch(config)
@@ -541,14 +522,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"care: {one_line(exc)}", file=sys.stderr)
         return 2
-    if "--skip-preflight" not in flags and not run_preflight(config, dry_run and "--preflight-only" not in flags):
+    dry_run, preflight_only = options.dry_run, options.preflight_only
+    if not options.skip_preflight and not run_preflight(config, dry_run and not preflight_only):
         return 2
-    if "--preflight-only" in flags:
+    if preflight_only:
         print("preflight: all checks passed")
         return 0
     if dry_run:
         print(OmegaConf.to_yaml(config, resolve=True))
-        print(f"# ALGO={algo}: config accepted by verl's validate_config and dataclass conversion (dry run)")
+        print(f"# ALGO={options.algo}: config accepted by verl's validate_config and dataclass conversion (dry run)")
         return 0
     launch(config)
     return 0

@@ -22,7 +22,6 @@ asserts it); otherwise it is rounded down to the nearest multiple of the GPU cou
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from math import gcd
 
@@ -128,24 +127,3 @@ def preset_overrides(name: str, n_gpus_per_node: int = REFERENCE_GPUS, nnodes: i
         f"trainer.nnodes={nnodes}",
     ]
     return overrides, notes
-
-
-
-def main(argv: list[str]) -> int:
-    """``python -m recipe.care.presets model-path NAME``: the preset's model (run_care.sh --stage sft).
-
-    An unknown name is one line on stderr and exit 2, like every launcher error.
-    """
-    if len(argv) != 2 or argv[0] != "model-path":
-        print("usage: python -m recipe.care.presets model-path NAME", file=sys.stderr)
-        return 2
-    try:
-        print(get_preset(argv[1]).model_path)
-    except PresetError as exc:
-        print(f"care: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,6 @@
 """care_trainer.yaml composed on verl's real hydra tree and converted to verl's dataclasses."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -16,9 +13,6 @@ from recipe.care.main_care import (
     to_verl_dataclasses,
     validate,
 )
-
-REPO = Path(__file__).resolve().parents[3]
-
 
 @pytest.mark.parametrize("algo", sorted(ALGO_OVERRIDES))
 def test_every_algo_composes_and_converts(algo):
@@ -82,24 +76,6 @@ def test_unknown_algo_is_a_clear_error():
         compose_config([], algo="ppo2")
 
 
-@pytest.mark.parametrize("algo", ["care", "grpo"])
-def test_run_care_sh_dry_run_prints_accepted_config(algo, tmp_path):
-    for name in ("train-00000.parquet", "val.parquet"):  # the dry run's preflight checks the files exist
-        (tmp_path / name).write_bytes(b"x")
-    # ... and that they are a complete build (report.json, data_prep's completion marker)
-    (tmp_path / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
-    proc = subprocess.run(
-        ["bash", str(REPO / "run_care.sh"), "--dry-run", "trainer.total_training_steps=3"],
-        cwd=REPO, env={"ALGO": algo, "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable,
-                       "DATA_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"ALGO={algo}: config accepted" in proc.stdout
-    assert "total_training_steps: 3" in proc.stdout
-    assert ("trainer_mode: care_sync" in proc.stdout) == (algo == "care")
-
-
 @pytest.mark.parametrize("algo", sorted(ALGO_OVERRIDES))
 def test_defaults_fsdp2_and_no_wandb(algo):
     cfg = compose_config(["actor_rollout_ref.model.path=/nonexistent"], algo=algo)
@@ -130,60 +106,3 @@ def test_file_logger_goes_to_the_run_folder(tmp_path):
     moved = keep_previous_metrics(path)
     assert moved == f"{tmp_path}/run/metrics.1.jsonl" and (tmp_path / "run/metrics.1.jsonl").read_text().startswith('{"step": 1')
     assert keep_previous_metrics(path) is None
-
-
-BENCH_FILES = ("mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_standard", "mmmu_pro_vision")
-
-
-def test_run_care_sh_bench_dir_adds_the_six_benchmarks_to_validation(tmp_path):
-    mix, bench = tmp_path / "mix", tmp_path / "benchdir"
-    for folder, names in ((mix, ("train-00000", "val")), (bench, BENCH_FILES)):
-        folder.mkdir()
-        for name in names:  # the preflight only checks that the files exist (and the mix's report.json)
-            (folder / f"{name}.parquet").write_bytes(b"")
-    (mix / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHON": sys.executable, "DATA_DIR": str(mix)}
-    proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run"], cwd=REPO,
-                          env={**env, "BENCH_DIR": str(bench)}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("mix/val.parquet", *(f"benchdir/{b}.parquet" for b in BENCH_FILES)):
-        assert name in proc.stdout, name
-    assert "do_sample: false" in proc.stdout
-    # a real run (not --dry-run) refuses a BENCH_DIR without the six files, before starting anything
-    empty = tmp_path / "no_benchmarks"
-    empty.mkdir()
-    proc = subprocess.run(["bash", str(REPO / "run_care.sh")], cwd=REPO,
-                          env={**env, "BENCH_DIR": str(empty)},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "mathvista.parquet" in proc.stderr
-
-
-@pytest.mark.parametrize("python3_has_verl,venv", [(False, ".venv-ci"), (False, ".venv"), (True, ".venv-ci")])
-def test_run_care_sh_picks_the_ci_virtualenv_when_python3_lacks_verl(tmp_path, python3_has_verl, venv):
-    """`import recipe.care` succeeds from the repo root whatever is installed, so run_care.sh asks for
-    verl too before trusting python3; without it, it uses the virtualenv scripts/install_cpu_stack.sh
-    (.venv) or `.ci/run` (.venv-ci) built."""
-    import shutil
-
-    shutil.copy(REPO / "run_care.sh", tmp_path)
-    for pkg in ("recipe", "recipe/care"):  # importable from the folder, as in a checkout
-        (tmp_path / pkg).mkdir(exist_ok=True)
-        (tmp_path / pkg / "__init__.py").touch()
-    ci_python = tmp_path / venv / "bin" / "python"
-    ci_python.parent.mkdir(parents=True)
-    ci_python.write_text('#!/bin/sh\necho "ci-venv python $*"\n')
-    ci_python.chmod(0o755)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    # -S: no site-packages, so no verl (the stdlib still imports); else the test's own interpreter
-    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} {"" if python3_has_verl else "-S"} "$@"\n')
-    (bin_dir / "python3").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHON"} | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", str(tmp_path / "run_care.sh"), "--smoke", "--help"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    if python3_has_verl:  # python3 itself ran the smoke's entry point (its --help)
-        assert "usage: python -m smoke" in proc.stdout and f"using {venv}" not in proc.stderr
-    else:
-        assert "ci-venv python -m smoke --algo care" in proc.stdout
-        assert f"using {venv}/bin/python (python3 has no care-verl installed)" in proc.stderr

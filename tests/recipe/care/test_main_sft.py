@@ -1,17 +1,10 @@
-"""The cold-start SFT stage's config (recipe/care/config/care_sft.yaml) and its launcher."""
+"""The cold-start SFT stage's config (recipe/care/config/care_sft.yaml); its launch: tests/test_run_care.py."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from recipe.care.main_sft import compose_sft_config, hf_checkpoint_dir
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def test_recipe_values_reach_verls_own_config_classes():
@@ -55,18 +48,3 @@ def test_hf_checkpoint_dir_picks_the_newest_step(tmp_path):
         (tmp_path / f"global_step_{step}" / "huggingface").mkdir(parents=True)
     config = compose_sft_config([f"trainer.default_local_dir={tmp_path}"])
     assert hf_checkpoint_dir(config) == str(tmp_path / "global_step_10" / "huggingface")
-
-
-def test_run_care_stage_sft_dry_run_and_errors(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": "/models/qwen-vl", "SFT_DATA_DIR": str(tmp_path)}
-    dry = subprocess.run(["bash", "run_care.sh", "--stage", "sft", "--dry-run", "optim.lr=1e-5"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0, dry.stderr
-    assert "path: /models/qwen-vl" in dry.stdout and "lr: 1.0e-05" in dry.stdout
-    assert f"{tmp_path}/train-00000.parquet" in dry.stdout
-    missing = subprocess.run(["bash", "run_care.sh", "--stage=sft"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=60)
-    assert missing.returncode == 2 and "build_sft.py" in missing.stderr
-    bad = subprocess.run(["bash", "run_care.sh", "--stage", "eval"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert bad.returncode == 2 and "--stage" in bad.stderr

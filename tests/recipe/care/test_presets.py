@@ -1,18 +1,13 @@
-"""Launch presets for the paper's backbones (recipe/care/presets.py, run_care.sh --model)."""
+"""Launch presets for the paper's backbones (recipe/care/presets.py, main_care / run_care.sh --model)."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from recipe.care.main_care import compose_with_preset, take_model_option, to_verl_dataclasses, validate
+from recipe.care.main_care import compose_with_preset, main, parse_args, to_verl_dataclasses, validate
 from recipe.care.presets import PRESETS, PresetError, preset_overrides
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _values(overrides):
@@ -64,8 +59,9 @@ def test_overrides_win_over_the_preset():
     # the preset follows the GPU count the command line asks for
     two = compose_with_preset(["trainer.n_gpus_per_node=1"], "care", "qwen2.5-vl-7b")
     assert two.actor_rollout_ref.rollout.tensor_model_parallel_size == 1 and two.trainer.n_gpus_per_node == 1
-    assert take_model_option(["--model", "qwen3-vl-8b", "a=1"]) == ("qwen3-vl-8b", ["a=1"])
-    assert take_model_option(["--model=qwen3-vl-8b"]) == ("qwen3-vl-8b", [])
+    options, overrides = parse_args(["--model", "qwen3-vl-8b", "a=1"])
+    assert (options.model, overrides) == ("qwen3-vl-8b", ["a=1"])
+    assert parse_args(["--model=qwen3-vl-8b"])[0].model == "qwen3-vl-8b"
 
 
 @pytest.mark.parametrize("algo", ["care", "grpo"])
@@ -76,25 +72,25 @@ def test_every_preset_validates_with_verl(algo):
         assert to_verl_dataclasses(cfg)["actor"].engine.strategy == "fsdp2"
 
 
-def _dry_run(tmp_path, args, env_extra=None):
+def _dry_run(tmp_path, args, capsys, monkeypatch):
+    """``main_care --dry-run ARGS`` in this process on a tiny mix: the printed config."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the preflight would want the presets' models cached
     for name in ("train-00000.parquet", "val.parquet"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "report.json").write_text('{"outputs": {"train_files": ["train-00000.parquet"], "train_rows": 1}}')
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable, "DATA_DIR": str(tmp_path),
-           **(env_extra or {})}
-    proc = subprocess.run(["bash", str(REPO / "run_care.sh"), "--dry-run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "config accepted" in proc.stdout
-    lines = proc.stdout.split("\n# ALGO=")[0].splitlines()
+    code = main(["--dry-run", "--data-dir", str(tmp_path), *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "config accepted" in out
+    lines = out.split("\n# ALGO=")[0].splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"^\w+:", line))  # verl prints before the yaml
     return yaml.safe_load("\n".join(lines[start:]))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [*sorted(PRESETS), None])
-def test_run_care_sh_dry_run_per_preset(tmp_path, name):
-    cfg = _dry_run(tmp_path, ["--model", name] if name else [])
+def test_dry_run_per_preset(tmp_path, capsys, monkeypatch, name):
+    cfg = _dry_run(tmp_path, ["--model", name] if name else [], capsys, monkeypatch)
     preset = PRESETS[name or "qwen2.5-vl-7b"]
     arr = cfg["actor_rollout_ref"]
     assert arr["model"]["path"] == preset.model_path
@@ -108,11 +104,11 @@ def test_run_care_sh_dry_run_per_preset(tmp_path, name):
 
 
 @pytest.mark.slow
-def test_run_care_sh_environment_wins_and_wandb_only_when_asked(tmp_path):
-    (tmp_path / "config.json").write_text("{}")  # a local checkpoint folder for MODEL_PATH
-    cfg = _dry_run(tmp_path, ["--model", "qwen3-vl-8b"],
-                   {"MODEL_PATH": str(tmp_path), "N_GPUS_PER_NODE": "4", "ROLLOUT_N": "6",
-                    "LOGGER": '["console","wandb"]', "WANDB_API_KEY": "x"})
+def test_options_win_and_wandb_only_when_asked(tmp_path, capsys, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")  # a local checkpoint folder for --model-path
+    monkeypatch.setenv("WANDB_API_KEY", "x")
+    cfg = _dry_run(tmp_path, ["--model", "qwen3-vl-8b", "--model-path", str(tmp_path), "--n-gpus-per-node", "4",
+                              "--rollout-n", "6", "--logger", '["console","wandb"]'], capsys, monkeypatch)
     assert cfg["actor_rollout_ref"]["model"]["path"] == str(tmp_path)
     assert cfg["actor_rollout_ref"]["rollout"]["n"] == 6 and cfg["trainer"]["n_gpus_per_node"] == 4
     assert cfg["trainer"]["logger"] == ["console", "wandb"]
