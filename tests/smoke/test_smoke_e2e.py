@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("verl")
 
-from smoke.driver import SFT_STEPS, read_metrics  # noqa: E402
+from report.load import read_metrics  # noqa: E402
+from smoke.cpu_run import SFT_STEPS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 QWEN3_SFT_STEPS = 40
