@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("verl")
+# Each test runs the whole smoke (Ray, vLLM on CPU, minutes): never part of a quick "-m \"not slow and not ray\"" run.
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 from report.load import read_metrics  # noqa: E402
 from smoke.cpu_run import SFT_STEPS  # noqa: E402
