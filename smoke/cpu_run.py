@@ -51,9 +51,10 @@ def external_modules() -> str:
 
 
 def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
-                  save_step: int, bench_files: list[str] = ()) -> list[str]:
+                  save_step: int, bench_files: list[str] = (), batch: int = BATCH, rollout_n: int = ROLLOUT_N) -> list[str]:
     """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
-    mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation."""
+    mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation.
+    ``batch`` prompts per step (one mini-batch), ``rollout_n`` responses each (CARE needs at least 1 + care.k)."""
     from verl_cpu import CPU_CONFIG_OVERRIDES
     from verl_cpu.vllm_cpu import VLLM_CPU_OVERRIDES
 
@@ -64,12 +65,12 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files=[{','.join(train_files)}]",
         f"data.val_files=[{','.join([val_file, *bench_files])}]",
-        f"data.train_batch_size={BATCH}",
+        f"data.train_batch_size={batch}",
         f"data.max_prompt_length={MAX_PROMPT}",
         f"data.max_response_length={MAX_RESPONSE}",
         "data.dataloader_num_workers=0",
         "data.shuffle=true",
-        f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
+        f"actor_rollout_ref.rollout.n={rollout_n}",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.rollout.agent.num_workers=1",
@@ -77,7 +78,7 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "reward.num_workers=1",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.actor.optim.lr=1e-4",
         # FSDP2 on gloo in fp32 (FSDP1's sync_module_states wants the module on an accelerator)

@@ -208,6 +208,7 @@ CPU_STAND_IN = "verl_cpu"
 # Modules a fork process must not reach even if something catches the ImportError.
 BLOCKED_TOP_LEVEL = ("data_prep", "evaluation", "benchmarks", "smoke", "report")
 DRY_RUN_LIMIT_S, TRAIN_LIMIT_S = 240, 600
+FORK_BATCH = 2  # prompts in the one training step
 
 SITECUSTOMIZE = '''"""Written by tests/recipe/care/test_copy_into_fork.py: this interpreter (every one started with this
 PYTHONPATH: Ray workers and vLLM engines inherit it) sees a verl fork, not the installed care-verl."""
@@ -289,14 +290,16 @@ def run_in_fork(fork: dict, args: list[str], log: Path, timeout: float) -> tuple
 def training_overrides(workdir: Path) -> tuple[list[str], Path]:
     """One CARE step at the smoke's CPU scale on the random tiny model and the tiny mix (built here,
     in the harness, which may use care-verl's tooling); returns (overrides, the run's folder)."""
-    from smoke.cpu_run import job_overrides, rgr_overrides
+    from smoke.cpu_run import CARE_M, job_overrides, rgr_overrides
     from smoke.tiny_data import build_data
     from smoke.tiny_models import tiny_qwen25_vl_dir
 
     model = tiny_qwen25_vl_dir()
     *train_files, val_file = build_data(workdir, model, sys.executable)
     run_dir = workdir / "run"
-    overrides = job_overrides("care", model, train_files, val_file, run_dir, steps=1, save_step=-1)
+    # a small step for CI time: 2 prompts, an anchor and care.m negatives each
+    overrides = job_overrides("care", model, train_files, val_file, run_dir, steps=1, save_step=-1,
+                              batch=FORK_BATCH, rollout_n=1 + CARE_M)
     return [*overrides, *rgr_overrides()], run_dir
 
 
@@ -322,11 +325,16 @@ def test_the_copied_recipe_trains_a_care_step_in_a_fork_without_care_verl(fork):
              "        continue\n"
              "    sys.exit(f'{name} is importable in the fork')\n"
              "import recipe.care, verifiers, verl_cpu\n"
-             "print(recipe.care.__file__, verifiers.__file__, verl_cpu.__file__, sep='\\n')\n")
+             "print('imported from:', recipe.care.__file__, verifiers.__file__, verl_cpu.__file__)\n")
     rc, out = run_in_fork(fork, ["-c", probe], base / "probe.log", 120)
     assert rc == 0, out
-    assert out.split() == [str(root / "recipe/care/__init__.py"), str(root / "verifiers/__init__.py"),
-                           str(root / "verl_cpu/__init__.py")], out
+    imported = next(line for line in out.splitlines() if line.startswith("imported from: ")).split()[2:]
+    assert imported == [str(root / "recipe/care/__init__.py"), str(root / "verifiers/__init__.py"),
+                        str(root / "verl_cpu/__init__.py")], out
+    # the probe's own attempts were recorded (the audit works); later processes must add none
+    blocked = fork["audit"] / "blocked.txt"
+    assert sorted(line.split()[1] for line in blocked.read_text().splitlines()) == sorted(BLOCKED_TOP_LEVEL)
+    blocked.unlink()
 
     overrides, run_dir = training_overrides(base)
     rc, out = run_in_fork(fork, ["-m", "recipe.care.main_care", "--dry-run", "--skip-preflight", *overrides],
@@ -342,7 +350,7 @@ def test_the_copied_recipe_trains_a_care_step_in_a_fork_without_care_verl(fork):
     for key in ("actor/pg_loss", "actor/grad_norm", "critic/advantages/mean", "care/acc", "care/subgroup_frac",
                 "care/groups/mixed_frac", "care/groups/all_wrong_frac", "rgr/eligible", "timing_s/update_weights"):
         finite(record, key)
-    assert finite(record, "care/groups/count") == 4  # the smoke's train_batch_size prompts
+    assert finite(record, "care/groups/count") == FORK_BATCH
     # sampled by verl's vLLM server on vLLM's CPU build, weights synced to it after the update
     assert "CpuVLLMHttpServer pid=" in out and "(EngineCore pid=" in out
     assert finite(record, "training/rollout_probs_diff_max") < 1e-2
@@ -350,6 +358,5 @@ def test_the_copied_recipe_trains_a_care_step_in_a_fork_without_care_verl(fork):
     # every process ran with care-verl hidden (Ray workers included) and none reached for its tooling
     processes = (fork["audit"] / "processes.txt").read_text()
     assert "default_worker.py" in processes, "the Ray workers did not run with the fork's environment"
-    blocked = fork["audit"] / "blocked.txt"
     assert not blocked.exists(), f"fork processes tried care-verl tooling:\n{blocked.read_text()}"
     print(f"copy-into-fork: probe, dry run and one CARE step in {time.monotonic() - started:.0f}s")
