@@ -15,6 +15,7 @@ import math
 import os
 
 from evaluation.tasks import BENCHMARKS, LMMS_TASKS, METRIC, PAPER_MACRO, PAPER_ROWS, TITLES
+from report.eval_table import comparison_table
 
 
 class EvalResultError(RuntimeError):
@@ -86,33 +87,26 @@ def check_sample_logs(output_dir: str, tasks: dict[str, str] = LMMS_TASKS) -> di
     return logs
 
 
+def paper_reference() -> dict:
+    """What makes ``results.json`` readable on its own: the benchmarks' display titles and the paper's
+    published rows (accuracy in %, macro as the paper states it, else the mean of the six)."""
+    rows = {name: {"benchmarks": dict(zip(BENCHMARKS, row)), "macro": PAPER_MACRO.get(name, sum(row) / len(row))}
+            for name, row in PAPER_ROWS.items()}
+    return {"titles": {b: TITLES[b] for b in BENCHMARKS},
+            "reference": {"source": "CARE paper (arXiv 2512.19554), single-pass accuracy in %; macro as the paper "
+                                    "states it, else the mean of the six", "rows": rows}}
+
+
 def markdown_table(summary: dict, label: str = "this checkpoint") -> str:
-    """Our row (accuracy in %) under the paper's published rows, same columns."""
+    """Our row (accuracy in %) under the reference rows ``summary`` carries (:func:`paper_reference`)."""
     return comparison_table({label: summary})
-
-
-def comparison_table(summaries: dict[str, dict]) -> str:
-    """The paper's published rows, then one row per ``results.json`` summary (accuracy in %)."""
-    benches = [b for b in BENCHMARKS if all(b in s["benchmarks"] for s in summaries.values())]
-    header = "| model | " + " | ".join(TITLES[b] for b in benches) + " | macro |"
-    lines = [header, "|" + " --- |" * (len(benches) + 2)]
-    for name, row in PAPER_ROWS.items():
-        cells = [f"{v:.1f}" for b, v in zip(BENCHMARKS, row) if b in benches]
-        macro = PAPER_MACRO.get(name, sum(row) / len(row)) if len(benches) == len(BENCHMARKS) else None
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if macro is None else f'{macro:.2f}'} |")
-    for label, summary in summaries.items():
-        ours = [f"**{100 * summary['benchmarks'][b]['acc']:.1f}**" for b in benches]
-        lines.append(f"| {label} | " + " | ".join(ours) + f" | **{100 * summary['macro']:.2f}** |")
-    ns = "; ".join(f"{label}: " + ", ".join(f"{TITLES[b]} n={summary['benchmarks'][b]['n']}" for b in benches)
-                   for label, summary in summaries.items())
-    return "\n".join(lines) + f"\n\nSamples evaluated: {ns}. Paper macro values are the paper's own; " \
-                              "rows without one show the mean of the six.\n"
 
 
 def write_results(raw: dict, out_dir: str, *, label: str = "this checkpoint", extra: dict | None = None,
                   tasks: dict[str, str] = LMMS_TASKS) -> dict:
     """Collect, then write ``results.json`` and ``results.md`` into ``out_dir``; returns the summary."""
     summary = collect(raw, tasks)
+    summary.update(paper_reference())
     summary.update(extra or {})
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as fh:

@@ -136,6 +136,14 @@ def write_tasks(task_dir: str, tasks_root: str, benchmarks, *, prompt: str, max_
     return names
 
 
+def lmms_eval_venv_ready() -> bool:
+    """Whether evaluation/lmms_eval_venv.sh has finished a build (its stamp) at ``LMMS_EVAL_VENV``."""
+    venv = os.environ.get("LMMS_EVAL_VENV") or os.path.join(REPO, ".cache", "lmms-eval-venv")
+    if not os.path.isabs(venv):
+        venv = os.path.join(REPO, venv)
+    return bool(glob.glob(os.path.join(venv, ".care-verl-lmms-eval-*"))) and os.path.exists(os.path.join(venv, "bin", "python"))
+
+
 def venv_python(explicit: str | None, backend: str = "vllm") -> str:
     """lmms-eval's interpreter: ``--python``, else the project's virtualenv (created on first use; with
     vLLM for ``--backend vllm``)."""

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.results import comparison_table
+from report.eval_table import comparison_table
 from report.figures import PANELS, fmt, macro_average, signature_fit, val_core_series
 from report.load import Run
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ReportInputError", "Run", "parse_run_spec", "load_run", "read_jsonl", "RECORDS_DIR"]
+__all__ = ["ReportInputError", "Run", "parse_run_spec", "load_run", "read_jsonl", "read_metrics", "RECORDS_DIR"]
 
 RECORDS_DIR = "care_records"
 GROUPS_FILE, REPAIRS_FILE = "groups.jsonl", "repairs.jsonl"  # recipe/care/group_records.py (not imported: no torch here)
@@ -47,7 +47,7 @@ class Run:
     groups: list[dict] = field(default_factory=list)
     repairs: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    evaluation: dict | None = None  # the eval stage's results.json: {"benchmarks": {...}, "macro": float}
+    evaluation: dict | None = None  # the eval stage's results.json: {"benchmarks": {...}, "macro": float, "titles", "reference"}
 
     @property
     def keys(self) -> set[str]:
@@ -98,6 +98,15 @@ def read_jsonl(path: Path, what: str) -> tuple[list[dict], str | None]:
 
 def _is_metrics_row(row) -> bool:
     return isinstance(row, dict) and isinstance(row.get("step"), int) and isinstance(row.get("data"), dict)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """verl's FileLogger records as they are on disk, ``{"step": int, "data": {metric: value}}`` per line;
+    [] before the file exists. No checks: a line being written raises ``ValueError`` (the smoke's
+    step line reads a live file and retries); :func:`load_run` is the checked reader."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _read_metrics(path: Path, run: Run) -> None:

@@ -46,8 +46,6 @@ import argparse
 import io
 import json
 import os
-import random
-import re
 import shutil
 import subprocess
 import sys
@@ -55,206 +53,16 @@ import threading
 import time
 from pathlib import Path
 
+from evaluation.run_eval import lmms_eval_venv_ready
+from report.load import read_metrics
+from smoke.console import ANSI, VERL_STEP_LINE, console_line, log, quiet_known_harmless
+from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, job_env, job_overrides,
+                           rgr_available, rgr_overrides)
+from smoke.tiny_data import build_bench_data, build_data, build_sft_data
+
 REPO = Path(__file__).resolve().parents[1]
 
 ANSWER_FORMAT = "<think>{reason}</think><answer>{answer}</answer>"
-CHART_QUESTION = "How many bars are in the chart?"
-GEOMETRY_QUESTION = "<image>What number is written inside the triangle?"
-
-# Smoke sizes (batch 2-4 prompts, n = 5-6 >= 1 + K, short responses, 2-3 steps).
-RGR_MANAGER = "recipe.care.agent_loop.CareAgentLoopManager"
-BATCH, ROLLOUT_N, CARE_K, CARE_M = 4, 6, 2, 3
-# Cold-start SFT of the random tiny model through verl's SFT trainer, so that some sampled answers are
-# right (a random model never answers correctly and every group would be all-wrong).
-# Steps measured with benchmarks/smoke_sft_accuracy.py (6 answers per training prompt at
-# temperature 1): see SFT_STEPS's comment there and in the README.
-SFT_STEPS = 100
-SFT_BATCH = 2
-SFT_LR = 3e-3
-MAX_PROMPT, MAX_RESPONSE = 320, 48
-SFT_MAX_LENGTH = MAX_PROMPT + MAX_RESPONSE
-
-
-def log(msg: str) -> None:
-    print(f"[smoke] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny data
-# ---------------------------------------------------------------------------------------------
-def _png(image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-def draw_bars(n_bars: int, seed: int, size=(112, 84)):
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(seed)
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    width = (size[0] - 12) // n_bars
-    for i in range(n_bars):
-        height = rng.randint(15, size[1] - 15)
-        x0 = 6 + i * width
-        draw.rectangle([x0 + 2, size[1] - 6 - height, x0 + width - 2, size[1] - 6], fill=(31, 119, 180))
-    return image
-
-
-def draw_triangle(number: int, seed: int, size=(84, 84)):
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(1000 + seed)
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    draw.polygon([(6, size[1] - 6), (size[0] - 6, size[1] - 6), (rng.randint(20, 64), 8)], outline="black", width=2)
-    draw.text((size[0] // 2 - 3, size[1] // 2), str(number), fill="red")
-    return image
-
-
-def write_fixtures(root: Path, n_chart: int = 12, n_geo: int = 12, seed: int = 0) -> dict[str, str]:
-    """ChartQA / Geometry3K look-alikes in their hub layouts (``datasets.save_to_disk``)."""
-    import datasets
-
-    from data_prep.cli import datasets_bars_off
-
-    rng = random.Random(seed)
-    chart = lambda i, n: {"image": {"bytes": _png(draw_bars(n, seed * 100 + i)), "path": None},  # noqa: E731
-                          "query": CHART_QUESTION, "label": [str(n)], "human_or_machine": 0}
-    geo = lambda i, n: {"images": [{"bytes": _png(draw_triangle(n, seed * 100 + i)), "path": None}],  # noqa: E731
-                        "problem": GEOMETRY_QUESTION, "answer": str(n), "id": str(i), "choices": []}
-    chart_rows = [chart(i, rng.choice([2, 3, 4])) for i in range(n_chart)]
-    geo_rows = [geo(i, rng.choice([5, 6, 7])) for i in range(n_geo)]
-    chart_test = [chart(900 + i, 5) for i in range(2)]
-    geo_test = [geo(900 + i, 8) for i in range(2)]
-    chart_features = datasets.Features({"image": datasets.Image(), "query": datasets.Value("string"),
-                                        "label": datasets.List(datasets.Value("string")),
-                                        "human_or_machine": datasets.Value("int64")})
-    geo_features = datasets.Features({"images": datasets.List(datasets.Image()), "problem": datasets.Value("string"),
-                                      "answer": datasets.Value("string"), "id": datasets.Value("string"),
-                                      "choices": datasets.List(datasets.Value("string"))})
-    paths = {}
-    for name, train, test, features in (("chartqa", chart_rows, chart_test, chart_features),
-                                        ("geometry3k", geo_rows, geo_test, geo_features)):
-        path = root / name
-        with datasets_bars_off():  # the console shows stages, not a bar per split
-            datasets.DatasetDict({"train": datasets.Dataset.from_list(train, features=features),
-                                  "test": datasets.Dataset.from_list(test, features=features)}).save_to_disk(str(path))
-        paths[name] = str(path)
-    return paths
-
-
-# Vision-R1-cold's layout (data_prep/cold_start.py): two sharegpt JSON files, image paths relative to
-# the folder. The assistant turn is R1-style, reasoning in <think> then "Final Answer: N";
-# build_sft.py rewrites it into CARE's format.
-COLD_START_RESPONSE = "<think>\ncount\n</think>\n\nFinal Answer: {answer}"
-
-
-def write_cold_start_fixture(root: Path, parquet_files: list[str]) -> Path:
-    """A tiny Vision-R1-cold look-alike made from the RL training rows (their pictures and answers).
-
-    Charts go to the LLaVA-CoT file (``image``: one path, human/gpt turns), triangles to the Mulberry
-    file (``images``: a list, user/assistant turns), each picture saved under the subset's image
-    folder, the answer in an R1-style response. The cold start sees the RL
-    training pictures: with other pictures the 10M-parameter model cannot learn to count, so its
-    accuracy (and the share of mixed groups) would rest on guessing alone.
-    """
-    import pyarrow.parquet as pq
-
-    files = {"chartqa": ("vision_r1_llava_cot_full.json", "llava_cot_images"),
-             "geometry3k": ("vision_r1_mulberry_sft_full.json", "mulberry_images")}
-    rows = {name: [] for name in files}
-    for path in parquet_files:
-        for row in pq.read_table(path).to_pylist():
-            source, info = row["data_source"], row["extra_info"]
-            _, image_dir = files[source]
-            rels = []
-            for k, image in enumerate(row["images"]):
-                rel = f"{image_dir}/{source}/{info['id'].replace('/', '_')}-{k}.png"
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).write_bytes(image["bytes"])
-                rels.append(rel)
-            reply = COLD_START_RESPONSE.format(answer=info["answer"])
-            if source == "chartqa":
-                rows[source].append({"id": info["id"], "image": rels[0], "conversations": [
-                    {"from": "human", "value": info["question"]}, {"from": "gpt", "value": reply}]})
-            else:
-                rows[source].append({"images": rels, "conversations": [
-                    {"from": "user", "value": info["question"]}, {"from": "assistant", "value": reply}]})
-    for source, (name, _) in files.items():
-        (root / name).write_text(json.dumps(rows[source]))
-    return root
-
-
-def build_sft_data(workdir: Path, tokenizer_dir: Path, python: str, rl_train_files: list[str]) -> Path:
-    """Cold-start fixtures -> ``data_prep/build_sft.py`` -> SFT parquet; returns its folder."""
-    out = workdir / "sft_data"
-    if not (out / "report.json").exists():
-        fixtures = write_cold_start_fixture(workdir / "fixtures" / "vision_r1_cold", rl_train_files)
-        cmd = [python, str(REPO / "data_prep" / "build_sft.py"), "--vision-r1-cold", str(fixtures),
-               "--out", str(out), "--overwrite", "--tokenizer", str(tokenizer_dir),
-               "--max-length", str(SFT_MAX_LENGTH), "--workers", "1", "--no-progress"]
-        log("building the cold-start set: " + " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"build_sft.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    train = sorted(out.glob("train-*.parquet"))
-    if not train:
-        raise RuntimeError(f"build_sft.py wrote no train-*.parquet into {out}")
-    return out
-
-
-def build_data(workdir: Path, tokenizer_dir: Path, python: str, bench_dir: Path | None = None) -> list[str]:
-    """Fixtures -> ``data_prep/build_mix.py`` -> verl parquet shards; returns [train files..., val file].
-
-    ``bench_dir``: build_bench.py's output; the mix drops rows that overlap it (``--exclude-bench``),
-    as a real build does.
-    """
-    out = workdir / "data"
-    done = out / "report.json"
-    if not done.exists():
-        fixtures = write_fixtures(workdir / "fixtures")
-        cmd = [python, str(REPO / "data_prep" / "build_mix.py"), "--sources", "chartqa,geometry3k",
-               "--chartqa", fixtures["chartqa"], "--geometry3k", fixtures["geometry3k"],
-               "--out", str(out), "--overwrite", "--val-size", "4", "--tokenizer", str(tokenizer_dir),
-               "--max-prompt-tokens", str(MAX_PROMPT), "--workers", "1", "--no-progress",
-               *(["--exclude-bench", str(bench_dir)] if bench_dir else [])]
-        log("building the training mix: " + " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"build_mix.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    train = sorted(str(p) for p in out.glob("train-*.parquet"))
-    val = out / "val.parquet"
-    if not train or not val.exists():
-        raise RuntimeError(f"build_mix.py wrote no train-*.parquet / val.parquet into {out}")
-    return [*train, str(val)]
-
-
-def build_bench_data(workdir: Path, tokenizer_dir: Path, python: str) -> tuple[Path, Path]:
-    """Look-alikes of the six benchmarks -> ``data_prep/build_bench.py`` -> six verl parquets.
-
-    Returns (the parquet folder, verl's validation sets: ``BENCH_DIR``; the look-alikes' own
-    ``datasets`` saves, lmms-eval's ``--data-dir``). The look-alikes are the hub datasets' columns
-    and answer conventions with a few rows each (``data_prep/bench_fixtures.py``).
-    """
-    from data_prep.bench_fixtures import save_benchmarks
-    from data_prep.schema import BENCHMARKS
-
-    out, raw = workdir / "bench", workdir / "fixtures" / "bench"
-    if not (out / "report.json").exists():
-        inputs = save_benchmarks(str(raw))
-        cmd = [python, str(REPO / "data_prep" / "build_bench.py"), "--out", str(out), "--overwrite",
-               "--tokenizer", str(tokenizer_dir), "--workers", "1", "--no-progress",
-               *[a for name, path in inputs.items() for a in (f"--{name.replace('_', '-')}", path)]]
-        log("building the six benchmark look-alikes: " + " ".join(cmd[1:4]) + " ...")
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"build_bench.py failed (rc={proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    missing = [b for b in BENCHMARKS if not (out / f"{b}.parquet").exists()]
-    if missing:
-        raise RuntimeError(f"build_bench.py wrote no {', '.join(missing)} parquet into {out}")
-    return out, raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,115 +182,6 @@ def build_model(workdir: Path, python: str, rl_train_files: list[str], sft_steps
 # ---------------------------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------------------------
-def rgr_available() -> bool:
-    try:
-        import recipe.care.agent_loop  # noqa: F401
-        import recipe.care.rgr  # noqa: F401
-    except Exception:
-        return False
-    return (REPO / "recipe" / "care" / "config" / "rgr.yaml").exists()
-
-
-def external_modules() -> str:
-    """The CPU plugin plus the modules the CARE config loads in every verl process (one source of truth)."""
-    from recipe.care.main_care import compose_config
-
-    recipe_modules = str(compose_config([]).ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES)
-    return ",".join(["verl_cpu", *recipe_modules.split(",")])
-
-
-def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
-                  save_step: int, bench_files: list[str] = ()) -> list[str]:
-    """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
-    mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation."""
-    from verl_cpu import CPU_CONFIG_OVERRIDES
-    from verl_cpu.vllm_cpu import VLLM_CPU_OVERRIDES
-
-    external = external_modules()
-    overrides = [
-        *CPU_CONFIG_OVERRIDES,
-        *VLLM_CPU_OVERRIDES,
-        f"actor_rollout_ref.model.path={model}",
-        f"data.train_files=[{','.join(train_files)}]",
-        f"data.val_files=[{','.join([val_file, *bench_files])}]",
-        f"data.train_batch_size={BATCH}",
-        f"data.max_prompt_length={MAX_PROMPT}",
-        f"data.max_response_length={MAX_RESPONSE}",
-        "data.dataloader_num_workers=0",
-        "data.shuffle=true",
-        f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.rollout.agent.num_workers=1",
-        # one process each on a 2-core machine (verl's defaults start 8 reward and 8 storage actors)
-        "reward.num_workers=1",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH}",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.actor.optim.lr=1e-4",
-        # FSDP2 on gloo in fp32 (FSDP1's sync_module_states wants the module on an accelerator)
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
-        "actor_rollout_ref.ref.use_torch_compile=false",
-        "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
-        "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
-        "actor_rollout_ref.actor.fsdp_config.param_offload=false",
-        "actor_rollout_ref.actor.fsdp_config.optimizer_offload=false",
-        "actor_rollout_ref.ref.fsdp_config.param_offload=false",
-        # Qwen2.5-VL mrope + packing fails on CPU (docs/verl-integration.md, "CPU runs")
-        "actor_rollout_ref.model.use_remove_padding=false",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        "trainer.n_gpus_per_node=1",
-        "trainer.nnodes=1",
-        f"trainer.total_training_steps={steps}",
-        f"trainer.save_freq={save_step}",
-        # with benchmarks: validate after the last step (verl always validates on it when test_freq > 0)
-        f"trainer.test_freq={steps if bench_files else -1}",
-        "trainer.val_before_train=false",
-        "trainer.logger=[console,file]",
-        "trainer.project_name=care-verl-smoke",
-        f"trainer.experiment_name={algo}_smoke",
-        f"trainer.default_local_dir={ckpt_dir}",
-        "trainer.resume_mode=auto",
-        "+ray_kwargs.ray_init.num_cpus=32",
-        "+ray_kwargs.ray_init.object_store_memory=536870912",
-        "+ray_kwargs.ray_init.include_dashboard=false",
-        f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{external}'",
-        "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu",
-        "+ray_kwargs.ray_init.runtime_env.env_vars.TOKENIZERS_PARALLELISM='false'",
-        "+ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS='1'",
-    ]
-    if bench_files:  # run_care.sh's BENCH_DIR settings: one greedy pass per benchmark question
-        overrides += ["actor_rollout_ref.rollout.val_kwargs.n=1", "actor_rollout_ref.rollout.val_kwargs.do_sample=False",
-                      "actor_rollout_ref.rollout.val_kwargs.temperature=0"]
-    if algo == "care":
-        # records on: the report's mechanism-signature fit is over groups (recipe/care/group_records.py)
-        overrides += [f"care.k={CARE_K}", f"care.m={CARE_M}", "care.records.enable=true"]
-    return overrides
-
-
-def job_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "VERL_PLATFORM": "cpu",
-        "VERL_USE_EXTERNAL_MODULES": external_modules(),
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DEDUP_LOGS": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "WANDB_MODE": "disabled",
-        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])]),
-    })
-    return env
-
-
 def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: float | None, metrics: Path) -> None:
     """One ``main_care`` run; verl's file logger writes its step metrics to ``metrics`` (JSON lines).
 
@@ -527,67 +226,19 @@ def run_logged(cmd: list[str], env: dict, label: str, log_path: Path, timeout: f
                          f"{_tail(log_path)}")
 
 
-# Warnings every CPU run prints and no user can act on: verl's optional engines that are not
-# installed, NUMA/accelerator probing on a CPU-only machine, TransferQueue capping its threads,
-# verl's reminder that the critic is off (CARE is critic-free), torchdata's deprecation, transformers'
-# deprecation notes triggered inside verl's SFT trainer.
-HARMLESS = re.compile("|".join([
-    r"engine is not available: ModuleNotFoundError", r"warnings\.warn\(f\"\w+ engine is not available",
-    r"Failed to set NUMA affinity", r"should not exceed total physical CPU cores",
-    r"Platform '\w+' \(\w+\) is registered but not available", r"No supported accelerator detected",
-    r"Disabled critic as algorithm\.adv_estimator != gae", r"self\.use_critic = need_critic|if need_critic\(config\):",
-    r"validate_config\(config=config, use_reference_policy", r"'set_vital' is deprecated", r"torch\.set_vital\(",
-    # verl 0.9.1's SFT dataset and model loading use transformers 5.9's deprecated spellings
-    r"Kwargs passed to `processor\.__call__` have to be in `processor_kwargs`", r"`torch_dtype` is deprecated!",
-    # vLLM's CPU build (verl_cpu/vllm_cpu.py): what it says about the CPU and the settings a CPU
-    # run needs (sleep mode off, eager mode, weights by shared memory, the per-request sampling verl sends)
-    r"sleep mode is not supported on CPU, ignore it", r"Triton is installed, but doesn't include CPU backend",
-    r"Enforce eager set, disabling torch\.compile", r"Inductor compilation was disabled by user settings",
-    r"CPU backend doesn't allow to use `torch\.set_num_threads`", r"is not found in LD_PRELOAD",
-    r"No CUDA runtime is found, using CUDA_HOME", r"Passing raw prompts to InputProcessor is deprecated",
-    r"LoRA dynamic loading & unloading is enabled in the API server",
-    r"Default vLLM sampling parameters have been overridden by the model's `generation_config\.json`",
-    r"IPC is not supported on your devices\. Falling back to shared memory", r"NUMA binding: Using MEMBIND policy",
-    # verl asks every processor for Qwen3's `enable_thinking`; transformers 5.9 deprecates `use_fast`
-    r"Keyword argument `enable_thinking` is not a valid argument for this processor",
-    r"The `use_fast` parameter is deprecated",
-]))
-# Lines worth a person's attention in quiet mode: errors, and warnings not known to be harmless.
-NOTABLE = re.compile(r"Traceback|Error|ERROR|Exception|WARNING|Warning|warnings\.warn|Killed|Segmentation")
-_VERL_STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def console_line(line: str, verbose: bool) -> bool:
-    """Whether a line of the training run's output is echoed to the console (it always goes to the log)."""
-    plain = _ANSI.sub("", line)
-    if HARMLESS.search(plain) or _VERL_STEP_LINE.search(plain):  # verl's 50-metric step line: log only
-        return False
-    return verbose or bool(NOTABLE.search(plain))
-
-
-
-
 def _route_output(stream, log_file, metrics: Path | None, verbose: bool) -> None:
     for line in stream:
         log_file.write(line)
         log_file.flush()
         if console_line(line, verbose):
             print(line, end="", flush=True)
-        match = metrics is not None and _VERL_STEP_LINE.search(_ANSI.sub("", line))
+        match = metrics is not None and VERL_STEP_LINE.search(ANSI.sub("", line))
         if match:
             step_line(metrics, int(match.group(1)))
 
 
 def _tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """verl's FileLogger lines, one per step: ``{"step": int, "data": {metric: value}}``."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # (label, metric key, format) of the one line printed per finished step.
@@ -636,14 +287,6 @@ def run_eval_stage(python: str, ckpt: Path, bench_raw: Path, workdir: Path, fami
 def eval_dir(workdir: Path, run_tag: str) -> Path:
     """Where a smoke run's eval stage writes: ``eval/`` for the default CARE run, ``eval-<tag>/`` else."""
     return workdir / ("eval" if run_tag == "care" else f"eval-{run_tag}")
-
-
-def lmms_eval_venv_ready() -> bool:
-    """Whether evaluation/lmms_eval_venv.sh has finished a build (its stamp) at ``LMMS_EVAL_VENV``."""
-    venv = Path(os.environ.get("LMMS_EVAL_VENV") or REPO / ".cache" / "lmms-eval-venv")
-    if not venv.is_absolute():
-        venv = REPO / venv
-    return any(venv.glob(".care-verl-lmms-eval-*")) and (venv / "bin" / "python").exists()
 
 
 def eval_summary(results: dict) -> str:
@@ -729,19 +372,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
-def quiet_known_harmless() -> None:
-    """Keep this process's own known-harmless warnings (see HARMLESS) off the console: importing verl
-    on a CPU machine warns about every optional engine that is not installed and logs that no
-    accelerator was found. The training runs' copies go to their log files (run_job)."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".* engine is not available: ModuleNotFoundError", category=UserWarning)
-    warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm\.adv_estimator != gae", category=UserWarning)
-    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
-        lambda log_record: not HARMLESS.search(log_record.getMessage()))
-
-
 def main(argv: list[str] | None = None) -> int:
     from data_prep.schema import BENCHMARKS
 
@@ -771,9 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh or not args.no_resume:
         shutil.rmtree(ckpt, ignore_errors=True)
     if args.algo == "care" and rgr_available():
-        # `++` adds or overrides: works whether or not care_trainer.yaml already includes rgr.yaml.
-        extra = [f"++actor_rollout_ref.rollout.agent.agent_loop_manager_class={RGR_MANAGER}",
-                 "++care.rgr.enable=true", *extra]
+        extra = [*rgr_overrides(), *extra]
         log("RGR on (recipe.care.agent_loop)")
     elif args.algo == "care":
         log("RGR off: recipe/care/rgr.py / agent_loop.py not installed")

@@ -8,7 +8,7 @@ what is missing, through verl's own plugin mechanism, and only when asked for:
 
 ``VERL_USE_EXTERNAL_MODULES`` makes every verl process import this module while ``import verl``
 runs (verl/__init__.py:49), before anything resolves the platform; for Ray workers both variables
-must also be in ``ray_kwargs.ray_init.runtime_env.env_vars`` (``smoke.driver`` sets them).
+must also be in ``ray_kwargs.ray_init.runtime_env.env_vars`` (``smoke.cpu_run.job_overrides`` sets them).
 Importing it without ``VERL_PLATFORM=cpu`` registers the platform class and does nothing else.
 In-process tests can call :func:`install` directly before anything imports ``verl.workers``.
 

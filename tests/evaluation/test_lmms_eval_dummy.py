@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def lmms_python() -> str:
-    from smoke.driver import lmms_eval_venv_ready
+    from evaluation.run_eval import lmms_eval_venv_ready
 
     if os.environ.get("LMMS_EVAL_PYTHON"):
         return os.environ["LMMS_EVAL_PYTHON"]

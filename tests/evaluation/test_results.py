@@ -70,6 +70,20 @@ def test_write_results_json_and_markdown(tmp_path):
     assert "| +CARE (paper) | 74.7 | 56.8 | 32.6 | 62.5 | 39.7 | 37.1 | 50.57 |" in md
 
 
+def test_results_json_holds_what_its_table_needs(tmp_path):
+    """The report renders results.json alone (no evaluation import): the file carries the titles and the
+    paper's rows, and the report's table of it is the results.md table."""
+    from report.eval_table import comparison_table
+
+    write_results(lmms_results(), str(tmp_path), label="care step 100")
+    on_disk = json.load(open(tmp_path / "results.json"))
+    assert list(on_disk["titles"]) == list(BENCHMARKS)
+    assert set(on_disk["reference"]["rows"]) == set(PAPER_ROWS)
+    care = on_disk["reference"]["rows"]["+CARE (paper)"]
+    assert list(care["benchmarks"].values()) == list(PAPER_ROWS["+CARE (paper)"]) and care["macro"] == 50.57
+    assert (tmp_path / "results.md").read_text().endswith(comparison_table({"care step 100": on_disk}))
+
+
 def test_write_results_refuses_incomplete_output_and_writes_nothing(tmp_path):
     raw = lmms_results()
     del raw["results"][LMMS_TASKS["mathvision"]]

@@ -2,7 +2,10 @@
 (tests/report/fixtures: care = 3 steps with care.records on, grpo = 2 steps; see README there)."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from report.build import build_report
 from report.figures import PANELS, macro_average, panel_clip_by_sign
 from report.load import ReportInputError, load_run
 from tests.report.synthetic import ideal_group
+
+REPO = Path(__file__).resolve().parents[2]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CARE_METRICS = [FIXTURES / "care-run1.jsonl", FIXTURES / "care-run2.jsonl"]
@@ -177,10 +182,12 @@ def test_a_step_rewritten_after_a_crash_keeps_its_last_records(tmp_path):
 
 
 def eval_summary(acc: float) -> dict:
+    """A results.json as the eval stage writes it (evaluation/results.py write_results)."""
+    from evaluation.results import paper_reference
     from evaluation.tasks import BENCHMARKS
 
     benchmarks = {b: {"acc": acc, "n": 3, "task": f"care_{b}"} for b in BENCHMARKS}
-    return {"benchmarks": benchmarks, "macro": acc, "model": "/x/hf_model", "prompt": "care"}
+    return {"benchmarks": benchmarks, "macro": acc, **paper_reference(), "model": "/x/hf_model", "prompt": "care"}
 
 
 def test_the_eval_stages_results_join_the_report_beside_the_papers_rows(tmp_path):
@@ -203,3 +210,22 @@ def test_the_eval_stages_results_join_the_report_beside_the_papers_rows(tmp_path
     with pytest.raises(ReportInputError, match="not the eval stage's results.json"):
         load_run(spec("care", *CARE_METRICS, foreign))
     assert "## Final evaluation" not in build_report([care_run()], tmp_path / "none").index.read_text()
+
+
+def test_the_final_table_shows_only_what_the_results_files_hold(tmp_path):
+    """Without the reference rows and titles in results.json, the table is our rows under the benchmark keys."""
+    bare = {k: v for k, v in eval_summary(0.5).items() if k not in ("titles", "reference")}
+    (tmp_path / "results.json").write_text(json.dumps(bare))
+    index = build_report([load_run(spec("care", *CARE_METRICS, tmp_path / "results.json"))], tmp_path / "out")
+    table = index.index.read_text().split("## Final evaluation")[1].split("## Figures")[0]
+    assert "(paper)" not in table and "| model | mathvista | mathverse |" in table
+    assert "| care | **50.0** |" in table
+
+
+def test_the_report_reads_results_json_without_importing_the_evaluation_package():
+    code = ("import report, report.__main__, sys; "
+            "bad = sorted(m for m in sys.modules if m == 'evaluation' or m.startswith('evaluation.')); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("verl")
+# Each test runs the whole smoke (Ray, vLLM on CPU, minutes): never part of a quick "-m \"not slow and not ray\"" run.
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-from smoke.driver import SFT_STEPS, read_metrics  # noqa: E402
+from report.load import read_metrics  # noqa: E402
+from smoke.cpu_run import SFT_STEPS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 QWEN3_SFT_STEPS = 40
