@@ -27,7 +27,8 @@ def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from smoke.driver import MAX_RESPONSE, chat_prompt
+    from smoke.cpu_run import MAX_RESPONSE
+    from smoke.driver import chat_prompt
     from verifiers import verify
 
     processor = AutoProcessor.from_pretrained(str(model_dir))
@@ -47,27 +48,30 @@ def group_accuracy(model_dir: Path, train_files: list[str], n: int, seed: int) -
 
 
 def main() -> int:
-    from recipe.care import smoke
+    from report.load import read_metrics
+    from smoke.cpu_run import ROLLOUT_N, SFT_STEPS
+    from smoke.driver import build_model
+    from smoke.tiny_data import build_data
     from smoke.tiny_models import tiny_qwen25_vl_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[smoke.SFT_STEPS // 2, smoke.SFT_STEPS,
-                                                                     2 * smoke.SFT_STEPS])
-    parser.add_argument("--n", type=int, default=smoke.ROLLOUT_N, help="answers sampled per prompt")
+    parser.add_argument("--steps", type=int, nargs="+", default=[SFT_STEPS // 2, SFT_STEPS,
+                                                                     2 * SFT_STEPS])
+    parser.add_argument("--n", type=int, default=ROLLOUT_N, help="answers sampled per prompt")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="reuse a smoke workdir (data and SFT checkpoints)")
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="care-sft-"))
-    files = smoke.build_data(workdir, tiny_qwen25_vl_dir(), sys.executable)
+    files = build_data(workdir, tiny_qwen25_vl_dir(), sys.executable)
     train = files[:-1]
     lines = [f"{'SFT steps':>13} {'accuracy':>9} {'mixed':>6} {'all-wrong':>9} {'all-correct':>11} {'SFT loss':>15}"]
     for steps in args.steps:
-        model_dir = smoke.build_model(workdir, sys.executable, train, steps)
+        model_dir = build_model(workdir, sys.executable, train, steps)
         groups = group_accuracy(model_dir, train, args.n, args.seed)
         flat = [a for g in groups for a in g]
         share = lambda pred: sum(map(pred, groups)) / len(groups)  # noqa: E731
-        losses = [r["data"]["train/loss"] for r in smoke.read_metrics(workdir / "metrics" / "sft.jsonl")]
+        losses = [r["data"]["train/loss"] for r in read_metrics(workdir / "metrics" / "sft.jsonl")]
         loss = f"{losses[0]:.2f} -> {losses[-1]:.2f}" if losses else "(cached)"
         lines.append(f"{steps:>13} {sum(flat) / len(flat):>9.2f} {share(lambda g: 0 < sum(g) < len(g)):>6.2f} "
                      f"{share(lambda g: sum(g) == 0):>9.2f} {share(lambda g: sum(g) == len(g)):>11.2f} {loss:>15}")
