@@ -229,3 +229,11 @@ def test_the_report_reads_results_json_without_importing_the_evaluation_package(
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_eval_stage_gets_its_table_without_matplotlib():
+    """evaluation/results.py renders results.md with report.eval_table: that must not load the figures."""
+    code = "import evaluation.results, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
