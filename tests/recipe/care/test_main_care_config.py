@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from recipe.care.main_care import (
     ALGO_OVERRIDES,
     CareConfigError,
-    care_config_from_omegaconf,
     compose_config,
     to_verl_dataclasses,
     validate,
@@ -46,16 +45,16 @@ def test_every_algo_composes_and_converts(algo):
         assert OmegaConf.select(cfg, key) == OmegaConf.select(base, key), key
 
 
-def test_care_block_maps_onto_care_config_with_paper_defaults():
-    from recipe.care.core_algos import CareConfig
+def test_care_block_builds_care_config_with_paper_defaults():
+    from recipe.care.care_config import CareConfig
+    from recipe.care.config_loader import care_config_of
 
     cfg = compose_config([])
-    assert care_config_from_omegaconf(cfg.care) == CareConfig()
-    tweaked = compose_config(["care.k=2", "care.rescue.enable=false", "care.rescue.logp=mean"])
-    care = care_config_from_omegaconf(tweaked.care)
-    assert (care.k, care.rescue, care.rescue_logp) == (2, False, "mean")
-    assert care_config_from_omegaconf(cfg.care).empty_span == "missing"
-    assert care_config_from_omegaconf(compose_config(["care.empty_span=zero"]).care).empty_span == "zero"
+    assert care_config_of(cfg) == CareConfig()
+    tweaked = care_config_of(compose_config(["care.k=2", "care.rescue.enable=false", "care.rescue.logp=mean"]))
+    assert (tweaked.k, tweaked.rescue.enable, tweaked.rescue.logp) == (2, False, "mean")
+    assert care_config_of(cfg).empty_span == "missing"
+    assert care_config_of(compose_config(["care.empty_span=zero"])).empty_span == "zero"
 
 
 @pytest.mark.parametrize(
