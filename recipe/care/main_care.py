@@ -114,7 +114,9 @@ def override_error_message(overrides: list[str], algo: str) -> str | None:
         for depth, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
                 key, parent = ".".join(parts[: depth + 1]), ".".join(parts[:depth])
-                known = ", ".join(node) if isinstance(node, dict) else f"none ({parent} is not a block)"
+                # _target_ names a block's dataclass (care.*), not a key to set
+                known = (", ".join(k for k in node if k != "_target_") if isinstance(node, dict)
+                         else f"none ({parent} is not a block)")
                 # care.* keys are all known to CareConfig: adding one is an error too
                 hint = "" if parts[0] == "care" else f"; a key verl accepts but the yaml lacks takes a +: +{key}=..."
                 return f"unknown key {key}; known: {known}{hint}"

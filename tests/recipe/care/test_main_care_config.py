@@ -186,3 +186,11 @@ def test_run_care_sh_picks_the_ci_virtualenv_when_python3_lacks_verl(tmp_path, p
     else:
         assert "ci-venv python -m smoke --algo care" in proc.stdout
         assert f"using {venv}/bin/python (python3 has no care-verl installed)" in proc.stderr
+
+
+def test_unknown_care_override_lists_settable_keys_only():
+    """The yaml's _target_ names each care block's dataclass; it is not offered as a key to set."""
+    for override, known in (("care.kk=3", "k, m, neg_scale"), ("care.rescue.gama=1", "enable, gamma, normalize, logp")):
+        with pytest.raises(CareConfigError, match=f"unknown key {override.split('=')[0]}; known: .*{known}") as err:
+            compose_config([override])
+        assert "_target_" not in str(err.value)
