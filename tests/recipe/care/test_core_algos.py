@@ -14,6 +14,7 @@ from recipe.care.care_config import CareConfig, RescueConfig
 from recipe.care.core_algos import (
     ROLE_NAMES,
     build_group_layout,
+    compute_care_advantages,
     compute_care_sequence_advantages,
     compute_region_weighted_token_advantages,
 )
@@ -399,6 +400,19 @@ def test_token_advantages_sum_to_sequence_advantage(seed, weighting):
     token_adv = compute_region_weighted_token_advantages(seq_adv, acc, think, answer, resp, cfg)
     torch.testing.assert_close(token_adv.sum(1), seq_adv, rtol=1e-5, atol=1e-6)
     assert (token_adv[resp == 0] == 0).all()
+
+
+def test_whole_step_spreads_each_rows_sequence_advantage_over_its_tokens():
+    """compute_care_advantages (the trainer's compute step): sections 2-3 per row, section 5 per token."""
+    batch = make_batch([[1, 0, 0, 1], [0, 0, 0], [1, 1]], seed=3)
+    think, answer, resp = spans_batch(3, batch=9)
+    seq_adv, token_adv, info = compute_care_advantages(**batch, think_mask=think, answer_mask=answer,
+                                                       response_mask=resp, config=CareConfig(k=2, m=2))
+    alone, alone_info = compute_care_sequence_advantages(**batch, config=CareConfig(k=2, m=2))
+    torch.testing.assert_close(seq_adv, alone)
+    assert all(torch.equal(info[key], alone_info[key]) for key in alone_info)
+    torch.testing.assert_close(token_adv.sum(1), seq_adv, rtol=1e-5, atol=1e-6)
+    assert (token_adv[resp == 0] == 0).all() and token_adv.shape == resp.shape
 
 
 def test_region_weights():
