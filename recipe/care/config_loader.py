@@ -67,19 +67,18 @@ def _with_targets(data: Any, cls: type, key: str) -> dict:
     if not isinstance(data, Mapping):
         raise CareConfigError(f"{key} must be a block of keys, got {data!r}")
     target = _target_class(data, cls, key)
-    known = [f.name for f in fields(target)]
-    for name in data:
-        if name != TARGET and name not in known:
-            raise CareConfigError(f"unknown key {key}.{name}; known: {', '.join(known)}")
+    known = {f.name: f for f in fields(target)}
     nested = _nested_blocks(target)
     out = {TARGET: _class_path(target)}
     for name, value in data.items():
         if name == TARGET:
             continue
+        if name not in known:
+            raise CareConfigError(f"unknown key {key}.{name}; known: {', '.join(known)}")
         if name in nested:
             out[name] = _with_targets(value, nested[name], f"{key}.{name}")
-        elif value is not None or next(f for f in fields(target) if f.name == name).default_factory is MISSING:
-            out[name] = value  # a null mapping field (e.g. care.rgr.sampling) means its default
+        elif value is not None or known[name].default_factory is MISSING:
+            out[name] = value  # a null mapping field (care.rgr.sampling) means its default, {}
     return out
 
 

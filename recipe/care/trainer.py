@@ -8,8 +8,11 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
   agent-loop worker stored with the rollout (``recipe.care.span_records``; decoded here only for
   rows without one), writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
   forward pass that computes the old log-probs (no extra model pass);
-- owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
-  region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
+- owns ``_compute_advantage`` in three steps: read the batch into plain tensors
+  (:func:`read_advantage_inputs`), compute CARE sequence advantages spread over tokens by region
+  weights (:func:`recipe.care.core_algos.compute_care_advantages`, pure), and the step's metrics
+  (:func:`advantage_step_metrics`); written back as ``advantages``/``returns``, balance-padding rows
+  get zeros;
 - logs care-algorithm.md section-8 diagnostics and per-``data_source`` accuracy/format rate;
 - with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.group_records``);
 - adds ``val-core/macro/acc`` over the six benchmarks to validation (``recipe.care.bench_metrics``).
