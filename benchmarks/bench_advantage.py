@@ -38,8 +38,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from recipe.care.core_algos import (CareConfig, compute_care_sequence_advantages,  # noqa: E402
-                                    compute_region_weighted_token_advantages)
+from recipe.care.care_config import CareConfig  # noqa: E402
+from recipe.care.core_algos import compute_care_sequence_advantages, compute_region_weighted_token_advantages  # noqa: E402
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics  # noqa: E402
 from recipe.care.rgr import rgr_step_metrics  # noqa: E402
 from recipe.care.span_records import SPANS_KEY, records_of, span_records, spans_from_records  # noqa: E402

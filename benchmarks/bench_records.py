@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from recipe.care.core_algos import (CareConfig, compute_care_sequence_advantages,  # noqa: E402
-                                    compute_region_weighted_token_advantages)
+from recipe.care.care_config import CareConfig  # noqa: E402
+from recipe.care.core_algos import compute_care_sequence_advantages, compute_region_weighted_token_advantages  # noqa: E402
 from recipe.care.group_records import (GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records,  # noqa: E402
-                                 build_repair_records)
+                                       build_repair_records)
 
 RGR_SETTINGS = {"selector": "lexical", "mode": "rederive",
                 "cue": "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"}

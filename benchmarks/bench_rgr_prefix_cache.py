@@ -61,7 +61,8 @@ def main() -> None:
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
-    from recipe.care.rgr import GroupMember, RepairTokens, RGRConfig, build_repair_request
+    from recipe.care.care_config import RGRConfig
+    from recipe.care.rgr import GroupMember, RepairTokens, build_repair_request
     from smoke.tiny_models import tiny_qwen25_vl_dir
 
     path = str(tiny_qwen25_vl_dir())

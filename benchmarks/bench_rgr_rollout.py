@@ -549,7 +549,7 @@ def main(argv=None) -> None:
     if args.quick:
         args.prompts, args.length, args.replicas, args.image_tokens = 8, 256, 2, 64
     modes = [tuple(m.split("/")) for m in args.modes.split(",")]
-    from recipe.care.rgr import ROUTINGS, STARTS, RGRConfig
+    from recipe.care.care_config import ROUTINGS, STARTS, RGRConfig
 
     bad = [m for m in modes if len(m) != 2 or m[0] not in ROUTINGS or m[1] not in STARTS]
     if bad:

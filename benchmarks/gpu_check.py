@@ -335,7 +335,7 @@ def care_step(b: dict, cfg) -> torch.Tensor:
 
 
 def check_care_advantage(report: Report, s: Sizes, device) -> None:
-    from recipe.care.core_algos import CareConfig
+    from recipe.care.care_config import CareConfig
 
     try:
         from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage

@@ -54,7 +54,7 @@ from uuid import uuid4
 import ray
 import torch
 
-from recipe.care.core_algos import EMPTY_SPAN_RULES
+from recipe.care.config_loader import care_config_of
 from recipe.care.registrations import require_recipe_registrations
 from recipe.care.rgr import (
     RECORD_KEY,
@@ -62,7 +62,6 @@ from recipe.care.rgr import (
     GroupMember,
     RepairedRollout,
     RepairRequest,
-    RGRConfig,
     RGROutcome,
     RepairTokens,
     ScoreResult,
@@ -82,24 +81,7 @@ AgentLoopWorkerTQ, AgentLoopManagerTQ = require_verl_attr(
     "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ", "AgentLoopManagerTQ"
 )
 
-__all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager", "rgr_config_of", "empty_span_of"]
-
-
-def rgr_config_of(config) -> RGRConfig:
-    """The ``care.rgr`` block of a full trainer config (defaults when absent)."""
-    care = config.get("care", None) if hasattr(config, "get") else None
-    block = care.get("rgr", None) if care is not None and hasattr(care, "get") else None
-    return RGRConfig.from_config(block)
-
-
-def empty_span_of(config) -> str:
-    """``care.empty_span`` of a full trainer config (``missing`` when absent): the lexical selector
-    picks its anchor by section 2.1's rule with the same empty-span rule as the trainer."""
-    care = config.get("care", None) if hasattr(config, "get") else None
-    rule = care.get("empty_span", "missing") if care is not None and hasattr(care, "get") else "missing"
-    if rule not in EMPTY_SPAN_RULES:
-        raise ValueError(f"care.empty_span must be one of {EMPTY_SPAN_RULES}, got {rule!r}")
-    return rule
+__all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager"]
 
 
 class _Group:
@@ -177,10 +159,12 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     def __init__(self, config, *args, **kwargs):
         require_recipe_registrations("CareAgentLoopWorker")
         super().__init__(config, *args, **kwargs)
-        self.rgr_config = rgr_config_of(config)
+        care = care_config_of(config)
+        self.rgr_config = care.rgr
         self.rgr_tokens = RepairTokens.build(self.tokenizer, self.rgr_config)
         self.rgr_rng = random.Random(self.rgr_config.seed)
-        self.empty_span = empty_span_of(config)
+        # the lexical selector picks its anchor by section 2.1's rule, with the trainer's empty-span rule
+        self.empty_span = care.empty_span
         if self.rgr_config.enable and self.rgr_config.selector == "logprob" and not self.rollout_config.calculate_log_probs:
             raise ValueError("care.rgr.selector=logprob needs actor_rollout_ref.rollout.calculate_log_probs=true")
 
@@ -416,7 +400,7 @@ class CareAgentLoopManager(AgentLoopManagerTQ):
     """
 
     def __init__(self, config, *args, **kwargs):
-        rgr_config_of(config)  # a bad care.rgr block fails here, on the driver, not in every worker
+        care_config_of(config)  # a bad care block fails here, on the driver, not in every worker
         super().__init__(config, *args, **kwargs)
         # AgentLoopManagerTQ.__init__ sets its own worker class before calling up; override after.
         self.agent_loop_workers_class = CareAgentLoopWorkerTQ

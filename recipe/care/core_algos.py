@@ -1,8 +1,9 @@
 """CARE advantage mathematics (docs/algorithm.md sections 2, 3 and 5) as pure torch functions.
 
-No verl, Ray or TransferQueue import: the trainer adapter (``recipe.care.trainer``) fetches the
-tensors and calls :func:`compute_care_sequence_advantages` then
-:func:`compute_region_weighted_token_advantages`. Everything is vectorised across groups: rows are
+No verl, Ray or TransferQueue import: the trainer adapter (``recipe.care.trainer``) reads the
+tensors off the batch and calls :func:`compute_care_advantages` (sequence advantages by
+:func:`compute_care_sequence_advantages`, spread over tokens by
+:func:`compute_region_weighted_token_advantages`). Everything is vectorised across groups: rows are
 laid out as a padded ``[G, N]`` grid (G groups, N = largest group), so the cost is a handful of
 batched tensor ops whatever the number of prompts.
 
@@ -14,7 +15,7 @@ Group paths:
 * **anchored** (a non-reflected positive exists, and a failure or a reflected rollout exists):
   anchor + K' hard negatives form the subgroup S; z-score inside S; negative-only scaling;
   update-size equalisation √(K/K').
-* **rescue** (every rollout failed, ``config.rescue``): pseudo-anchor with the largest log-prob,
+* **rescue** (every rollout failed, ``config.rescue.enable``): pseudo-anchor with the largest log-prob,
   K' farthest-first pseudo-negatives, zero-sum pseudo-rewards (+γ, −γ/K'), then the same pipeline.
 * everything else (all correct, single rollouts, rescue off): advantage 0.
 
@@ -24,22 +25,19 @@ token-mean denominator).
 
 from __future__ import annotations
 
-import math
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from recipe.care.care_config import NEGATIVE_SELECTORS, CareConfig
+
 __all__ = [
-    "CareConfig",
     "GroupLayout",
     "ROLE_NAMES",
     "GROUP_KIND_NAMES",
-    "SELECTORS",
-    "TOKEN_WEIGHTINGS",
-    "EMPTY_SPAN_RULES",
     "build_group_layout",
     "select_anchor",
     "select_hard_negatives",
@@ -48,13 +46,8 @@ __all__ = [
     "subgroup_zscore",
     "compute_care_sequence_advantages",
     "compute_region_weighted_token_advantages",
+    "compute_care_advantages",
 ]
-
-SELECTORS = ("cosine", "nearest", "farthest", "mixed", "random")
-TOKEN_WEIGHTINGS = ("region_weighted", "answer_only", "uniform")
-RESCUE_LOGP = ("sum", "mean")
-# care.empty_span: the length an empty think/answer span gets (section 1; applied in recipe.care.spans).
-EMPTY_SPAN_RULES = ("missing", "zero")
 
 # Per-row role codes in ``info["role"]``.
 ROLE_NAMES = ("none", "anchor", "negative", "reflected", "rescue_anchor", "rescue_negative")
@@ -64,77 +57,6 @@ ROLE_NONE, ROLE_ANCHOR, ROLE_NEGATIVE, ROLE_REFLECTED, ROLE_RESCUE_ANCHOR, ROLE_
 # (a group whose only failure was repaired by RGR is still "mixed": it takes the anchored path).
 GROUP_KIND_NAMES = ("all_correct", "mixed", "all_wrong")
 KIND_ALL_CORRECT, KIND_MIXED, KIND_ALL_WRONG = range(3)
-
-
-@dataclass(frozen=True)
-class CareConfig:
-    """Every switch of docs/algorithm.md (its section 10); the defaults are CARE as published.
-
-    k, m: hard negatives K and cosine pool size M (M ≥ K).
-    neg_scale: s, the magnitude kept by failures in S (A = −s·|A_raw|).
-    refl_scale: s_refl for a reflected rollout that still failed; ``None`` means s/2.
-    eps: ε in the z-score denominator.
-    equalize: multiply S by √(K/K') so the anchor's update does not depend on K'.
-    selector: how hard negatives are picked (section 2.2).
-    rescue, rescue_gamma, rescue_normalize, rescue_logp: the all-negative rescue (section 3).
-    tau_think: τ+, the token weight of think tokens of correct rollouts (section 5).
-    token_weighting: region_weighted | answer_only (τ+ = 0) | uniform (GRPO-style broadcast).
-    seed: seeds the ``random`` selector (per group, independent of batch order).
-    empty_span: ``missing`` (an empty ``<think></think>`` or answer span counts as missing: its
-        length is the response length, as the authors' code) | ``zero`` (length 0); the trainer
-        passes it to :func:`recipe.care.spans.compute_response_spans` (section 1).
-    """
-
-    k: int = 4
-    m: int = 6
-    neg_scale: float = 0.5
-    refl_scale: float | None = None
-    eps: float = 1e-6
-    equalize: bool = True
-    selector: str = "cosine"
-    rescue: bool = True
-    rescue_gamma: float = 0.1
-    rescue_normalize: bool = True
-    rescue_logp: str = "sum"
-    tau_think: float = 0.005
-    token_weighting: str = "region_weighted"
-    seed: int = 0
-    empty_span: str = "missing"
-
-    def __post_init__(self) -> None:
-        if int(self.k) != self.k or self.k < 1:
-            raise ValueError(f"care.k must be a positive integer, got {self.k!r}")
-        if int(self.m) != self.m or self.m < self.k:
-            raise ValueError(f"care.m must be an integer >= care.k (M >= K), got m={self.m!r}, k={self.k!r}")
-        if self.selector not in SELECTORS:
-            raise ValueError(f"care.selector must be one of {SELECTORS}, got {self.selector!r}")
-        if self.token_weighting not in TOKEN_WEIGHTINGS:
-            raise ValueError(f"care.token_weighting must be one of {TOKEN_WEIGHTINGS}, got {self.token_weighting!r}")
-        if self.empty_span not in EMPTY_SPAN_RULES:
-            raise ValueError(f"care.empty_span must be one of {EMPTY_SPAN_RULES}, got {self.empty_span!r}")
-        if self.rescue_logp not in RESCUE_LOGP:
-            raise ValueError(f"care.rescue_logp must be one of {RESCUE_LOGP}, got {self.rescue_logp!r}")
-        for name in ("neg_scale", "eps", "rescue_gamma", "tau_think"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"care.{name} must be a finite number >= 0, got {value!r}")
-        if self.refl_scale is not None and not (math.isfinite(self.refl_scale) and self.refl_scale >= 0):
-            raise ValueError(f"care.refl_scale must be null or a finite number >= 0, got {self.refl_scale!r}")
-
-    @property
-    def reflected_neg_scale(self) -> float:
-        """s_refl: the configured value, or s/2 (the paper's 0.25 for s = 0.5)."""
-        return self.neg_scale / 2 if self.refl_scale is None else float(self.refl_scale)
-
-    @classmethod
-    def from_mapping(cls, mapping: Any) -> "CareConfig":
-        """Build from a dict-like (e.g. an OmegaConf node), rejecting unknown keys by name."""
-        data = dict(mapping)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CARE config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +255,7 @@ def select_hard_negatives(selector: str, dist: torch.Tensor, anchor: torch.Tenso
             raise ValueError("the random selector needs the group layout (for per-group seeding)")
         picked |= _random_rank(layout, failures, seed) < n_open.unsqueeze(1)
     else:
-        raise ValueError(f"unknown selector {selector!r}; expected one of {SELECTORS}")
+        raise ValueError(f"unknown selector {selector!r}; expected one of {NEGATIVE_SELECTORS}")
     return picked & active.unsqueeze(1), k_prime
 
 
@@ -413,7 +335,7 @@ def compute_care_sequence_advantages(
         think_emb: float [B, H], think embeddings (L2-normalised here in fp32).
         logp_sum: float [B], sum of old log-probs over the response (rescue pseudo-anchor).
         response_len: long [B], response tokens (turns ``logp_sum`` into a mean for
-            ``rescue_logp="mean"``).
+            ``care.rescue.logp=mean``).
         reflected: bool [B] or None, rows produced by reflection-guided resampling.
         config: :class:`CareConfig`; ``None`` means the paper's defaults.
 
@@ -421,7 +343,7 @@ def compute_care_sequence_advantages(
         seq_adv: float [B] on the device of ``rewards``.
         info: dict of per-row tensors [B]: ``role`` (long, see ``ROLE_NAMES``), ``in_subgroup``
         (bool), ``raw_adv`` (float, z-score before negative scaling and equalisation; with
-        ``rescue_normalize=False`` the pseudo-reward), ``k_prime`` (long, K' of the row's group,
+        ``care.rescue.normalize=false`` the pseudo-reward), ``k_prime`` (long, K' of the row's group,
         0 if none), ``group_kind`` (long, see ``GROUP_KIND_NAMES``), ``group_id`` (long).
     """
     config = config or CareConfig()
@@ -460,7 +382,7 @@ def compute_care_sequence_advantages(
     has_anchor = anchor_pool.any(1)
     anchored = has_anchor & ((g_fail & ~g_refl).any(1) | g_refl.any(1))
     all_wrong = ~(g_acc & valid).any(1)
-    rescued = all_wrong & torch.full_like(all_wrong, bool(config.rescue)) & (valid.sum(1) >= 2)
+    rescued = all_wrong & torch.full_like(all_wrong, bool(config.rescue.enable)) & (valid.sum(1) >= 2)
     group_kind = torch.where(all_wrong, KIND_ALL_WRONG, torch.where(anchored | g_fail.any(1), KIND_MIXED, KIND_ALL_CORRECT))
 
     width = valid.shape[1]
@@ -472,7 +394,7 @@ def compute_care_sequence_advantages(
     is_anchor = _one_hot(anchor, width, anchored)
 
     # All-negative rescue.
-    logp_score = logp if config.rescue_logp == "sum" else logp / resp_len.clamp_min(1).float()
+    logp_score = logp if config.rescue.logp == "sum" else logp / resp_len.clamp_min(1).float()
     r_anchor, r_negatives, k_rescue = select_rescue_subgroup(
         dist, g_fail, g_refl, layout.to_grid(logp_score, float("-inf")), config.k, rescued)
     rescued = rescued & (k_rescue > 0)
@@ -481,7 +403,7 @@ def compute_care_sequence_advantages(
 
     k_prime = torch.where(anchored, k_anchored, torch.where(rescued, k_rescue, 0))
     members = is_anchor | negatives | is_r_anchor | r_negatives
-    gamma = float(config.rescue_gamma)
+    gamma = float(config.rescue.gamma)
     pseudo = torch.where(is_r_anchor, gamma, 0.0) - torch.where(r_negatives, gamma / k_prime.clamp_min(1).unsqueeze(1), 0.0)
     values = torch.where(rescued.unsqueeze(1), pseudo, layout.to_grid(r))
 
@@ -492,7 +414,7 @@ def compute_care_sequence_advantages(
     adv = torch.where(failing, -scale * raw.abs(), raw)
     if config.equalize:
         adv = adv * torch.sqrt(config.k / k_prime.clamp_min(1).float()).unsqueeze(1)
-    if not config.rescue_normalize:  # ablation: the pseudo-rewards are the advantage (size γ)
+    if not config.rescue.normalize:  # ablation: the pseudo-rewards are the advantage (size γ)
         raw = torch.where(rescued.unsqueeze(1) & members, pseudo, raw)
         adv = torch.where(rescued.unsqueeze(1) & members, pseudo, adv)
     adv = torch.where(members, adv, torch.zeros_like(adv))
@@ -560,3 +482,35 @@ def compute_region_weighted_token_advantages(
         per_token = adv[rows] / resp[rows].sum(1).clamp_min(1e-6)
         out[rows] = resp[rows] * per_token.unsqueeze(1)
     return out
+
+
+@torch.no_grad()
+def compute_care_advantages(
+    rewards: torch.Tensor,
+    acc: torch.Tensor,
+    index: Sequence | np.ndarray | torch.Tensor,
+    think_len: torch.Tensor,
+    answer_len: torch.Tensor,
+    think_emb: torch.Tensor,
+    logp_sum: torch.Tensor,
+    response_len: torch.Tensor,
+    think_mask: torch.Tensor,
+    answer_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    reflected: torch.Tensor | None = None,
+    config: CareConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The whole CARE advantage step of one batch: sections 2-3, then section 5.
+
+    Takes the arguments of :func:`compute_care_sequence_advantages` (all [B]; ``think_emb`` [B, H])
+    plus the span masks think_mask, answer_mask and response_mask, [B, L].
+    Returns (seq_adv float [B], token_adv float [B, L], info: the per-row dict of
+    :func:`compute_care_sequence_advantages`).
+    """
+    seq_adv, info = compute_care_sequence_advantages(
+        rewards=rewards, acc=acc, index=index, think_len=think_len, answer_len=answer_len, think_emb=think_emb,
+        logp_sum=logp_sum, response_len=response_len, reflected=reflected, config=config)
+    token_adv = compute_region_weighted_token_advantages(
+        seq_adv=seq_adv, acc=acc, think_mask=think_mask, answer_mask=answer_mask, response_mask=response_mask,
+        config=config)
+    return seq_adv, token_adv, info

@@ -44,14 +44,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from recipe.care.core_algos import GROUP_KIND_NAMES, ROLE_NAMES, CareConfig
+from recipe.care.care_config import CareConfig
+from recipe.care.core_algos import GROUP_KIND_NAMES, ROLE_NAMES
 
 try:  # verl's own JSON writer (its file logger uses it); 5-10x faster than json for these lines
     import orjson
@@ -64,44 +65,11 @@ except ImportError:  # pragma: no cover - verl installs orjson
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecordsConfig", "RecordsWriter", "GROUPS_FILE", "REPAIRS_FILE", "DEFAULT_SUBDIR",
-           "build_group_records", "build_repair_records"]
+__all__ = ["RecordsWriter", "GROUPS_FILE", "REPAIRS_FILE", "build_group_records", "build_repair_records"]
 
 GROUPS_FILE, REPAIRS_FILE = "groups.jsonl", "repairs.jsonl"
-DEFAULT_SUBDIR = "care_records"
 _ANCHOR_ROLES = (ROLE_NAMES.index("anchor"), ROLE_NAMES.index("rescue_anchor"))
 _RESCUE_ANCHOR = ROLE_NAMES.index("rescue_anchor")
-
-
-@dataclass(frozen=True)
-class RecordsConfig:
-    """The ``care.records`` block.
-
-    enable: write the records (off by default).
-    dir: where; null = ``<trainer.default_local_dir>/care_records`` (the run folder verl
-        checkpoints into, so a resumed run appends to the same files).
-    """
-
-    enable: bool = False
-    dir: str | None = None
-
-    @classmethod
-    def from_config(cls, block) -> "RecordsConfig":
-        if block is None:
-            return cls()
-        if hasattr(block, "items") and not isinstance(block, dict):  # DictConfig
-            from omegaconf import OmegaConf
-
-            block = OmegaConf.to_container(block, resolve=True)
-        data = dict(block)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown key(s) care.records.{', care.records.'.join(unknown)}; known: {', '.join(known)}")
-        return cls(**data)
-
-    def directory(self, run_dir: str | os.PathLike) -> Path:
-        return Path(self.dir) if self.dir else Path(run_dir) / DEFAULT_SUBDIR
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipe.care.care_config import CareConfigError
 from recipe.care.launch_args import parse_launch_args, rl_overrides, sft_overrides, torchrun_command, usage
 from recipe.care.verl_compat import require_verl_attr
 
@@ -60,24 +61,9 @@ ALGO_OVERRIDES: dict[str, list[str]] = {
     ],
 }
 
-# care.* key -> CareConfig field. `rgr` is the RGR block, `records` the per-group /
-# per-repair records (recipe/care/group_records.py); each is validated by its own module.
-_CARE_KEYS = {
-    "k": "k", "m": "m", "neg_scale": "neg_scale", "refl_scale": "refl_scale", "eps": "eps",
-    "equalize": "equalize", "selector": "selector", "tau_think": "tau_think",
-    "token_weighting": "token_weighting", "seed": "seed", "empty_span": "empty_span",
-}
-_RESCUE_KEYS = {"enable": "rescue", "gamma": "rescue_gamma", "normalize": "rescue_normalize", "logp": "rescue_logp"}
-_RESERVED_CARE_BLOCKS = ("rgr", "records")
-
-
 # The trainer each ALGO runs, read off its overrides (the yaml's default is the CARE trainer).
 ALGO_TRAINER = {algo: BASELINE_TRAINER if f"trainer.v1.trainer_mode={BASELINE_TRAINER}" in overrides else CARE_TRAINER
                 for algo, overrides in ALGO_OVERRIDES.items()}
-
-
-class CareConfigError(ValueError):
-    pass
 
 
 def one_line(exc: BaseException) -> str:
@@ -132,7 +118,9 @@ def override_error_message(overrides: list[str], algo: str) -> str | None:
         for depth, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
                 key, parent = ".".join(parts[: depth + 1]), ".".join(parts[:depth])
-                known = ", ".join(node) if isinstance(node, dict) else f"none ({parent} is not a block)"
+                # _target_ names a block's dataclass (care.*), not a key to set
+                known = (", ".join(k for k in node if k != "_target_") if isinstance(node, dict)
+                         else f"none ({parent} is not a block)")
                 # care.* keys are all known to CareConfig: adding one is an error too
                 hint = "" if parts[0] == "care" else f"; a key verl accepts but the yaml lacks takes a +: +{key}=..."
                 return f"unknown key {key}; known: {known}{hint}"
@@ -140,37 +128,17 @@ def override_error_message(overrides: list[str], algo: str) -> str | None:
     return None
 
 
-def care_config_from_omegaconf(block) -> "CareConfig":  # noqa: F821
-    """Map the top-level ``care:`` block onto :class:`recipe.care.core_algos.CareConfig`.
-
-    Unknown keys are an error listing the known ones (a typo must not silently run the default).
-    """
-    from recipe.care.core_algos import CareConfig
-
-    data = OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig) else dict(block or {})
-    kwargs = {}
-    for key, value in data.items():
-        if key in _CARE_KEYS:
-            kwargs[_CARE_KEYS[key]] = value
-        elif key == "rescue":
-            for sub, sub_value in (value or {}).items():
-                if sub not in _RESCUE_KEYS:
-                    raise CareConfigError(f"unknown key care.rescue.{sub}; known: {', '.join(_RESCUE_KEYS)}")
-                kwargs[_RESCUE_KEYS[sub]] = sub_value
-        elif key not in _RESERVED_CARE_BLOCKS:
-            known = [*_CARE_KEYS, "rescue", *_RESERVED_CARE_BLOCKS]
-            raise CareConfigError(f"unknown key care.{key}; known: {', '.join(known)}")
-    try:
-        return CareConfig(**kwargs)
-    except (TypeError, ValueError) as exc:  # CareConfig checks its own ranges
-        raise CareConfigError(f"invalid care block: {exc}") from exc
-
-
 def validate_care_config(config: DictConfig) -> None:
-    """CARE's requirements on top of verl's own validation (only when the care_sync trainer runs)."""
+    """CARE's requirements on top of verl's own validation (only when the care_sync trainer runs).
+
+    The care block is built the way the trainer builds it (:func:`recipe.care.config_loader.care_config_of`),
+    so a bad key or value fails here, before anything starts.
+    """
     if config.trainer.v1.trainer_mode != "care_sync":
         return
-    care = care_config_from_omegaconf(config.get("care", {}))
+    from recipe.care.config_loader import care_config_of
+
+    care = care_config_of(config)
     problems = []
     if not config.trainer.use_v1:
         problems.append("trainer.use_v1 must be true (care_sync is a v1 trainer)")
@@ -193,18 +161,6 @@ def validate_care_config(config: DictConfig) -> None:
         problems.append("algorithm.rollout_correction.rollout_is / rollout_rs are not supported by the care_sync trainer")
     if config.critic.get("enable", None):
         problems.append("critic.enable must be false: CARE is critic-free")
-    try:
-        from recipe.care.rgr import RGRConfig
-
-        RGRConfig.from_config(config.care.get("rgr", None))
-    except (TypeError, ValueError) as exc:
-        problems.append(f"care.rgr: {exc}")
-    try:
-        from recipe.care.group_records import RecordsConfig
-
-        RecordsConfig.from_config(config.care.get("records", None))
-    except (TypeError, ValueError) as exc:
-        problems.append(f"care.records: {exc}")
     if problems:
         raise CareConfigError("invalid CARE config: " + "; ".join(problems))
 

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 try:
-    import recipe.care  # noqa: F401  (checks the verl version)
+    import recipe.care  # noqa: F401  (the repo root is on sys.path)
 except ImportError:  # loaded by file path (reward.reward_manager.source=importlib) from outside the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import recipe.care  # noqa: F401

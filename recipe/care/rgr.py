@@ -32,26 +32,20 @@ import logging
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from recipe.care.care_config import REPAIR_SELECTORS, RGRConfig, RGRConfigError
 from recipe.care.spans import TokenTexts, compute_response_spans, find_tag_spans
 
 __all__ = [
     "REFLECTED_KEY",
     "RECORD_KEY",
-    "SELECTORS",
-    "MODES",
     "FAILURE_REASONS",
     "SKIP_REASONS",
-    "DEFAULT_CUE",
-    "STRUCTURED_CUE",
-    "TEMPLATES",
-    "RGRConfig",
-    "RGRConfigError",
     "RepairTokens",
     "GroupMember",
     "RepairRequest",
@@ -59,8 +53,6 @@ __all__ = [
     "ScoreResult",
     "RGROutcome",
     "RGRResult",
-    "ROUTINGS",
-    "STARTS",
     "think_prefix_length",
     "repair_candidates",
     "ready_to_repair",
@@ -78,145 +70,11 @@ REFLECTED_KEY = "reflected"
 RECORD_KEY = "rgr"
 ACC_KEY = "acc"
 
-SELECTORS = ("lexical", "logprob", "random")
-MODES = ("rederive", "answer_only")
-# care.rgr.routing: which replica decodes a repair (see RGRConfig).
-ROUTINGS = ("sticky", "fresh")
-# care.rgr.start: when a group's repair starts (see RGRConfig).
-STARTS = ("after_group", "early")
 # Why an eligible group kept its original rollouts.
 FAILURE_REASONS = ("no_think_span", "no_budget", "generation_error", "timeout", "empty_continuation",
                    "score_error", "internal_error")
 # Why a group's eligibility could not be judged (the group is left untouched).
 SKIP_REASONS = ("missing_acc", "no_reward", "incomplete_group", "multi_output")
-
-# docs/algorithm.md section 4.2: the paper's wording as published in its summaries.
-DEFAULT_CUE = "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
-# The authors' code's cue (yongxinwang-ai/CARE verl/hooks/rgr.py, _build_repair_cue), cut there to
-# max_critique_tokens tokens and inserted before </think>, followed by "</think>\n<answer>".
-STRUCTURED_CUE = "\n<repair>\n- Mistake:\n- Fix:\n- Corrected final answer:\n</repair>\n"
-# care.rgr.template -> its cue.
-TEMPLATES = {"paper": DEFAULT_CUE, "structured": STRUCTURED_CUE}
-DEFAULT_ANSWER_OPEN = "</think>\n<answer>"
-# The budget is computed per repair; these keys would defeat it.
-_FORBIDDEN_SAMPLING_KEYS = frozenset({"max_tokens", "max_new_tokens", "n", "best_of"})
-
-
-class RGRConfigError(ValueError):
-    """A ``care.rgr`` value is invalid (raised when the config is read, not in the middle of a rollout)."""
-
-
-@dataclass(frozen=True)
-class RGRConfig:
-    """The ``care.rgr`` block (defaults in ``recipe/care/config/rgr.yaml``).
-
-    enable: run RGR in the rollout step (training only; validation is never touched).
-    selector: which failure to repair: ``lexical`` (nearest to the anchor by cosine of token n-gram
-        count vectors of the think spans), ``logprob`` (highest mean rollout log-prob), ``random``.
-    ngram: n of the ``lexical`` selector's token n-grams.
-    mode: ``rederive`` (continue inside ``<think>`` after the cue, then answer) or ``answer_only``
-        (insert ``answer_open`` after the cue and decode only the answer, as the authors' code).
-    template: the cue preset: ``paper`` (:data:`DEFAULT_CUE`, the paper's wording) or ``structured``
-        (:data:`STRUCTURED_CUE`, the authors' code's cue; with ``mode: answer_only`` this is the
-        authors' repair).
-    max_critique_tokens: the cue's tokens are cut to this many (the authors' code cuts its cue
-        the same way; the paper cue is shorter than the default 64).
-    cue: a custom cue text replacing the ``paper`` template's (null = the template's cue); its
-        tokens get response mask 0 and log-prob 0. Use :attr:`cue_text` for the cue in effect.
-    answer_open: the text inserted after the cue in ``answer_only`` mode (mask 0, log-prob 0).
-    sampling: overrides of the rollout's own sampling parameters for the repair decode
-        (e.g. ``{temperature: 0.7}``); the token budget is always computed, never configured.
-    min_budget: fewest continuation tokens worth decoding; less is counted as ``no_budget``.
-    max_new_tokens: cap on the repair decode's tokens (512, as the authors' code); null = only the
-        response-length budget. With ``start=after_group`` a repair starts after its group's slowest
-        rollout, at the rollout's tail, so its length adds directly to the step's rollout time
-        (benchmarks/bench_rgr_rollout.py).
-    timeout_s: give up on a repair decode after this many seconds (``timeout``); null = no limit.
-    seed: seeds the ``random`` selector (per agent-loop worker).
-    routing: ``sticky`` sends the repair decode with the request id of the failure's own decode, so
-        verl's router (sticky on request id) puts it on the replica whose prefix cache holds the
-        failure's prompt, images and think prefix; ``fresh`` gives it a new id (least-loaded replica,
-        the prefix is prefilled again).
-    start: ``after_group`` (the paper's order) chooses and repairs once all n rollouts are scored;
-        ``early`` starts as soon as the group has a verified positive and a finished failure with a
-        think span, choosing among the rollouts finished by then (the anchor and the failure may
-        differ from the after-group choice; ``rgr/early_choice_differs_rate`` counts how often).
-    """
-
-    enable: bool = True
-    selector: str = "lexical"
-    ngram: int = 2
-    mode: str = "rederive"
-    template: str = "paper"
-    max_critique_tokens: int = 64
-    cue: str | None = None
-    answer_open: str = DEFAULT_ANSWER_OPEN
-    sampling: Mapping[str, Any] = field(default_factory=dict)
-    min_budget: int = 1
-    max_new_tokens: int | None = 512
-    timeout_s: float | None = None
-    seed: int = 0
-    routing: str = "sticky"
-    start: str = "after_group"
-
-    def __post_init__(self):
-        if self.selector not in SELECTORS:
-            raise RGRConfigError(f"care.rgr.selector={self.selector!r}; choose one of {', '.join(SELECTORS)}")
-        if self.mode not in MODES:
-            raise RGRConfigError(f"care.rgr.mode={self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.routing not in ROUTINGS:
-            raise RGRConfigError(f"care.rgr.routing={self.routing!r}; choose one of {', '.join(ROUTINGS)}")
-        if self.start not in STARTS:
-            raise RGRConfigError(f"care.rgr.start={self.start!r}; choose one of {', '.join(STARTS)}")
-        if self.template not in TEMPLATES:
-            raise RGRConfigError(f"care.rgr.template={self.template!r}; choose one of {', '.join(TEMPLATES)}")
-        if isinstance(self.max_critique_tokens, bool) or not isinstance(self.max_critique_tokens, int) \
-                or self.max_critique_tokens < 1:
-            raise RGRConfigError(f"care.rgr.max_critique_tokens must be an integer >= 1, got {self.max_critique_tokens!r}")
-        if self.cue is not None and (not isinstance(self.cue, str) or not self.cue.strip()):
-            raise RGRConfigError("care.rgr.cue must be null (the template's cue) or a non-empty string")
-        if self.cue is not None and self.template != "paper":
-            raise RGRConfigError(f"care.rgr.cue and care.rgr.template={self.template} both set the cue; "
-                                 "set care.rgr.cue=null to use the template, or template=paper for a custom cue")
-        if self.mode == "answer_only" and (not isinstance(self.answer_open, str) or not self.answer_open.strip()):
-            raise RGRConfigError("care.rgr.answer_open must be a non-empty string in answer_only mode")
-        if not isinstance(self.ngram, int) or self.ngram < 1:
-            raise RGRConfigError(f"care.rgr.ngram must be an integer >= 1, got {self.ngram!r}")
-        if not isinstance(self.min_budget, int) or self.min_budget < 1:
-            raise RGRConfigError(f"care.rgr.min_budget must be an integer >= 1, got {self.min_budget!r}")
-        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
-            raise RGRConfigError(f"care.rgr.max_new_tokens must be an integer >= 1 or null, got {self.max_new_tokens!r}")
-        if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
-            raise RGRConfigError(f"care.rgr.timeout_s must be a positive number or null, got {self.timeout_s!r}")
-        if not isinstance(self.sampling, Mapping):
-            raise RGRConfigError(f"care.rgr.sampling must be a mapping, got {type(self.sampling).__name__}")
-        bad = sorted(_FORBIDDEN_SAMPLING_KEYS & set(self.sampling))
-        if bad:
-            raise RGRConfigError(f"care.rgr.sampling may not set {bad}: the repair budget is computed per rollout")
-
-    @property
-    def cue_text(self) -> str:
-        """The cue in effect: ``cue`` if set, else the template's (before the token cut)."""
-        return TEMPLATES[self.template] if self.cue is None else self.cue
-
-    @classmethod
-    def from_config(cls, block) -> "RGRConfig":
-        """From the ``care.rgr`` block (dict, DictConfig or None = defaults); unknown keys are an error."""
-        if block is None:
-            return cls()
-        if hasattr(block, "items") and not isinstance(block, dict):  # DictConfig without importing omegaconf
-            from omegaconf import OmegaConf
-
-            block = OmegaConf.to_container(block, resolve=True)
-        data = dict(block)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise RGRConfigError(f"unknown key(s) care.rgr.{', care.rgr.'.join(unknown)}; known: {', '.join(known)}")
-        if data.get("sampling") is None:
-            data.pop("sampling", None)
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class RepairTokens:
@@ -463,7 +321,7 @@ def select_failure(members: Sequence[GroupMember], candidates: Sequence[int], se
             return sum(lp) / len(lp) if lp else -math.inf
         return max(candidates, key=lambda i: (mean_logprob(i), -i))
     if selector != "lexical":
-        raise ValueError(f"unknown RGR selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+        raise ValueError(f"unknown RGR selector {selector!r}; choose one of {', '.join(REPAIR_SELECTORS)}")
     ids, mask = _padded(members)
     spans = compute_response_spans(tokenizer, ids, mask, empty_span=empty_span)
     positives = [i for i, m in enumerate(members) if m.passed and not m.reflected]

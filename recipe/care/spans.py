@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recipe.care.core_algos import EMPTY_SPAN_RULES
+from recipe.care.care_config import EMPTY_SPAN_RULES
 from verifiers.format import find_tags
 
 __all__ = ["ResponseSpans", "TokenTexts", "find_tag_spans", "compute_response_spans"]

@@ -8,8 +8,11 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
   agent-loop worker stored with the rollout (``recipe.care.span_records``; decoded here only for
   rows without one), writes the pooling mask to TransferQueue and asks the actor for ``think_emb`` in the same
   forward pass that computes the old log-probs (no extra model pass);
-- owns ``_compute_advantage``: CARE sequence advantages (``core_algos``) spread over tokens by
-  region weights, written back as ``advantages``/``returns``; balance-padding rows get zeros;
+- owns ``_compute_advantage`` in three steps: read the batch into plain tensors
+  (:func:`read_advantage_inputs`), compute CARE sequence advantages spread over tokens by region
+  weights (:func:`recipe.care.core_algos.compute_care_advantages`, pure), and the step's metrics
+  (:func:`advantage_step_metrics`); written back as ``advantages``/``returns``, balance-padding rows
+  get zeros;
 - logs docs/algorithm.md section 8 diagnostics and per-``data_source`` accuracy/format rate;
 - with ``care.records.enable``, writes per-group / per-repair JSON lines (``recipe.care.group_records``);
 - adds ``val-core/macro/acc`` over the six benchmarks to validation (``recipe.care.bench_metrics``).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -27,14 +31,14 @@ import transfer_queue as tq
 from tensordict import TensorDict
 
 from recipe.care.bench_metrics import macro_benchmark_metrics
-from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
-from recipe.care.main_care import care_config_from_omegaconf
+from recipe.care.care_config import CareConfig
+from recipe.care.config_loader import care_config_of
+from recipe.care.core_algos import compute_care_advantages
+from recipe.care.group_records import GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records, build_repair_records
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
-from recipe.care.group_records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
-                                 build_repair_records)
 from recipe.care.rgr import rgr_step_metrics
 from recipe.care.span_records import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
-from recipe.care.spans import compute_response_spans
+from recipe.care.spans import ResponseSpans, compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
 from recipe.care.verl_compat import require_verl_attr
 from recipe.care.think_embedding_tap import EMB_FLAG, POOL_MASK, THINK_EMB, CareActorRolloutRefWorker
@@ -179,26 +183,60 @@ def fetch_data_sources(keys: list, partition_id: str) -> list:
     return fetch_data_sources(keys[:mid], partition_id) + fetch_data_sources(keys[mid:], partition_id)
 
 
-def compute_care_advantage_fields(
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """What the advantage step reads off one batch, as plain tensors over its R real rows.
+
+    uid: object [R] group ids; rewards, logp_sum: float [R] (reward and old log-prob sums over the
+    response); response_len: long [R]; acc: long [R] 0/1; fmt: float [R] or None; reflected: bool [R];
+    think_emb: float [R, H]; response_mask: [R, L]; spans: the rows' think/answer spans ([R, L]
+    masks, [R] lengths); data_source: [R], None for a row without one; rgr: [R] RGR records (or
+    None). For the write-back: rows, the real rows' positions in the batch (a slice when every
+    row is real); response_mask_nested, the batch's own [B, L] mask (nested or padded).
+    """
+
+    uid: np.ndarray
+    rewards: torch.Tensor
+    acc: torch.Tensor
+    fmt: torch.Tensor | None
+    reflected: torch.Tensor
+    think_emb: torch.Tensor
+    logp_sum: torch.Tensor
+    response_len: torch.Tensor
+    response_mask: torch.Tensor
+    spans: ResponseSpans
+    data_source: list
+    rgr: list
+    rows: torch.Tensor | slice
+    response_mask_nested: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.response_mask_nested.shape[0]
+
+    def care_arguments(self) -> dict:
+        """The keyword arguments of :func:`recipe.care.core_algos.compute_care_advantages`."""
+        return dict(rewards=self.rewards, acc=self.acc, index=self.uid, think_len=self.spans.think_len,
+                    answer_len=self.spans.answer_len, think_emb=self.think_emb, logp_sum=self.logp_sum,
+                    response_len=self.response_len, think_mask=self.spans.think_mask,
+                    answer_mask=self.spans.answer_mask, response_mask=self.response_mask, reflected=self.reflected)
+
+
+def read_advantage_inputs(
     data: TensorDict,
     is_padding: np.ndarray,
     tokenizer,
-    config: CareConfig,
+    empty_span: str = "missing",
     keys: list | None = None,
     data_source: list | None = None,
-    records: Callable[..., None] | None = None,
     fetch_responses=None,
-) -> tuple[TensorDict, dict[str, float]]:
-    """CARE advantages for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
+) -> AdvantageInputs:
+    """The advantage step's inputs for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
-    Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
-    Padding rows (``is_padding``) are left out of every group and get zero advantages.
-    ``data_source`` (one per row, ``None`` for a row without one) overrides the batch's column;
-    rows without a source are counted (``care/rows_without_data_source``) and reported as
-    ``unknown`` in the per-source metrics. Spans come from the rows' span records; only when a row has
-    none are the responses decoded (``data["responses"]``, else ``fetch_responses()``). ``records``
-    (``care.records``), when given, is called with the step's per-row tensors to build and write the
-    per-group / per-repair records.
+    Padding rows (``is_padding``) are left out. ``data_source`` (one per row, ``None`` for a row
+    without one) overrides the batch's column. Spans come from the rows' span records; only when a
+    row has none are the responses decoded (``data["responses"]``, else ``fetch_responses()``), with
+    the ``care.empty_span`` rule ``empty_span``.
     """
     if THINK_EMB not in data.keys():
         raise KeyError(
@@ -213,7 +251,6 @@ def compute_care_advantage_fields(
         )
     response_mask_nested = data["response_mask"]
     response_mask = _padded(response_mask_nested)
-    width = response_mask.shape[1]
     batch = response_mask.shape[0]
     real = torch.from_numpy(~np.asarray(is_padding, dtype=bool))
     rows = real.nonzero().squeeze(-1)
@@ -227,7 +264,6 @@ def compute_care_advantage_fields(
         data_source = _column(data, DATA_SOURCE) if DATA_SOURCE in data.keys() else [None] * batch
     if len(data_source) != batch:
         raise ValueError(f"{len(data_source)} data sources for {batch} rows")
-    sources = [UNKNOWN_SOURCE if s is None else s for s in data_source]
     row_keys = [keys[i] for i in row_list] if keys else None
     real_extra = [extra_fields[i] for i in row_list]
     acc, fmt, reflected = read_reward_info(real_extra, row_keys)
@@ -248,51 +284,73 @@ def compute_care_advantage_fields(
             responses = fetch_responses()
         else:
             raise KeyError(f"rows without span records (`{SPANS_KEY}`) need `responses` to decode their spans")
-    spans = batch_spans(responses, real_mask, tokenizer, real_extra, rows=sel, empty_span=config.empty_span)
-    seq_adv, info = compute_care_sequence_advantages(
-        rewards=rewards[sel],
-        acc=acc,
-        index=uid[rows.numpy()],
-        think_len=spans.think_len,
-        answer_len=spans.answer_len,
-        think_emb=think_emb[sel].float(),
-        logp_sum=logp_sum[sel],
-        response_len=response_len[sel],
-        reflected=reflected,
-        config=config,
+    spans = batch_spans(responses, real_mask, tokenizer, real_extra, rows=sel, empty_span=empty_span)
+    return AdvantageInputs(
+        uid=uid[rows.numpy()], rewards=rewards[sel], acc=acc, fmt=fmt, reflected=reflected,
+        think_emb=think_emb[sel].float(), logp_sum=logp_sum[sel], response_len=response_len[sel],
+        response_mask=real_mask, spans=spans, data_source=[data_source[i] for i in row_list],
+        rgr=[(e or {}).get("rgr") for e in real_extra], rows=sel, response_mask_nested=response_mask_nested,
     )
-    token_adv = compute_region_weighted_token_advantages(
-        seq_adv=seq_adv,
-        acc=acc,
-        think_mask=spans.think_mask,
-        answer_mask=spans.answer_mask,
-        response_mask=real_mask,
-        config=config,
-    )
-    if isinstance(sel, slice):
-        advantages = token_adv.float()
-    else:
-        advantages = torch.zeros(batch, width, dtype=torch.float32)
-        advantages[rows] = token_adv.float()
 
-    metrics = care_advantage_metrics(seq_adv, token_adv, acc, info, k=config.k)
-    metrics.update(data_source_metrics([sources[i] for i in row_list], acc, fmt))
-    metrics["care/padding_rows"] = float((~real).sum())
-    metrics["care/rows_without_data_source"] = float(sum(data_source[i] is None for i in row_list))
-    metrics["care/reflected_rows"] = float(reflected.sum())
+
+def advantage_step_metrics(inputs: AdvantageInputs, seq_adv: torch.Tensor, token_adv: torch.Tensor,
+                           info: dict[str, torch.Tensor], config: CareConfig) -> dict[str, float]:
+    """The step's metrics: section-8 diagnostics, per-``data_source`` accuracy/format (rows without a
+    source as ``unknown``), the padding / source-less / reflected row counts and RGR's ``rgr/*``."""
+    metrics = care_advantage_metrics(seq_adv, token_adv, inputs.acc, info, k=config.k)
+    sources = [UNKNOWN_SOURCE if s is None else s for s in inputs.data_source]
+    metrics.update(data_source_metrics(sources, inputs.acc, inputs.fmt))
+    metrics["care/padding_rows"] = float(inputs.batch_size - len(inputs.acc))
+    metrics["care/rows_without_data_source"] = float(sum(s is None for s in inputs.data_source))
+    metrics["care/reflected_rows"] = float(inputs.reflected.sum())
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
     # agent-loop metrics); rgr_step_metrics de-duplicates groups, so padding copies do not count.
-    rgr_rows = [(e or {}).get("rgr") for e in real_extra]
-    metrics.update(rgr_step_metrics(rgr_rows))
-    if records is not None:
-        records(uid=uid[rows.numpy()], seq_adv=seq_adv, acc=acc, reflected=reflected, info=info,
-                think_len=spans.think_len, answer_len=spans.answer_len, rgr=rgr_rows)
+    metrics.update(rgr_step_metrics(inputs.rgr))
+    return metrics
+
+
+def advantage_fields(inputs: AdvantageInputs, token_adv: torch.Tensor) -> TensorDict:
+    """The nested ``advantages``/``returns`` [B, L] to write back; padding rows get zeros."""
+    batch = inputs.batch_size
+    if isinstance(inputs.rows, slice):
+        advantages = token_adv.float()
+    else:
+        advantages = torch.zeros(batch, inputs.response_mask.shape[1], dtype=torch.float32)
+        advantages[inputs.rows] = token_adv.float()
     # verl's GRPO path writes returns = advantages too (two tensors, as here).
-    nested = _nested_like(advantages, response_mask_nested)
+    nested = _nested_like(advantages, inputs.response_mask_nested)
     returns = (torch.nested.nested_tensor_from_jagged(nested.values().clone(), nested.offsets()) if nested.is_nested
                else nested.clone())
-    fields = TensorDict({"advantages": nested, "returns": returns}, batch_size=batch)
-    return fields, metrics
+    return TensorDict({"advantages": nested, "returns": returns}, batch_size=batch)
+
+
+def compute_care_advantage_fields(
+    data: TensorDict,
+    is_padding: np.ndarray,
+    tokenizer,
+    config: CareConfig,
+    keys: list | None = None,
+    data_source: list | None = None,
+    records: Callable[..., None] | None = None,
+    fetch_responses=None,
+) -> tuple[TensorDict, dict[str, float]]:
+    """CARE advantages for one batch as read from TransferQueue: read (:func:`read_advantage_inputs`),
+    compute (:func:`recipe.care.core_algos.compute_care_advantages`), metrics
+    (:func:`advantage_step_metrics`).
+
+    Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
+    Padding rows (``is_padding``) are left out of every group and get zero advantages.
+    ``records`` (``care.records``), when given, is called with the step's per-row tensors to build
+    and write the per-group / per-repair records.
+    """
+    inputs = read_advantage_inputs(data, is_padding, tokenizer, config.empty_span, keys=keys,
+                                   data_source=data_source, fetch_responses=fetch_responses)
+    seq_adv, token_adv, info = compute_care_advantages(**inputs.care_arguments(), config=config)
+    metrics = advantage_step_metrics(inputs, seq_adv, token_adv, info, config)
+    if records is not None:
+        records(uid=inputs.uid, seq_adv=seq_adv, acc=inputs.acc, reflected=inputs.reflected, info=info,
+                think_len=inputs.spans.think_len, answer_len=inputs.spans.answer_len, rgr=inputs.rgr)
+    return advantage_fields(inputs, token_adv), metrics
 
 
 class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
@@ -330,11 +388,11 @@ class CarePPOTrainer(SyncTrainerWithBenchmarkMacro):
     """verl's sync trainer (colocated rollout, no partial rollout) with CARE's advantage step."""
 
     def __init__(self, config):
-        self.care_config = care_config_from_omegaconf(config.get("care", {}))
-        records = RecordsConfig.from_config(config.get("care", {}).get("records", None))
+        self.care_config = care_config_of(config)
+        records = self.care_config.records
         self.care_records = RecordsWriter(records.directory(config.trainer.default_local_dir)) if records.enable else None
-        rgr_block = config.get("care", {}).get("rgr", None) or {}
-        self.care_rgr_settings = {key: rgr_block.get(key) for key in ("selector", "mode", "cue") if key in rgr_block}
+        rgr = self.care_config.rgr
+        self.care_rgr_settings = {"selector": rgr.selector, "mode": rgr.mode, "cue": rgr.cue}
         super().__init__(config)
 
     def _write_care_records(self, *, uid, seq_adv, acc, reflected, info, think_len, answer_len, rgr) -> None:

@@ -2,11 +2,14 @@
 
 The recipe subclasses and wraps verl internals (trainer, workers, agent loop, reward loop). Those
 APIs move between releases, so a mismatched verl must fail at import with a message that says
-what to install, not later with an AttributeError deep inside a Ray worker.
+what to install, not later with an AttributeError deep inside a Ray worker. Every adapter takes
+verl through :func:`require_verl_attr`, which checks the version first (once per process); the
+pure modules (core_algos, spans, rgr, care_config, ...) import without verl.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import warnings
@@ -44,8 +47,16 @@ def check_verl_version() -> str:
     raise VerlVersionError(message)
 
 
+@functools.cache
+def _checked_verl_version() -> str:
+    """:func:`check_verl_version`, once per process (a failure is not cached: it raises every time)."""
+    return check_verl_version()
+
+
 def require_verl_attr(module: str, *attrs: str):
-    """Import ``module`` and return the named attributes, failing clearly if this verl lacks one."""
+    """Import ``module`` and return the named attributes, failing clearly if the installed verl is
+    not the pinned one (:func:`check_verl_version`) or lacks one of them."""
+    _checked_verl_version()
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:

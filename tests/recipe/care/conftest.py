@@ -112,10 +112,12 @@ def make_member(tokenizer):
 @pytest.fixture
 def rgr_env(tokenizer):
     """(config, tokens) for a given care.rgr block."""
-    from recipe.care.rgr import RepairTokens, RGRConfig
+    from recipe.care.care_config import RGRConfig
+    from recipe.care.config_loader import build_config
+    from recipe.care.rgr import RepairTokens
 
     def build(**block):
-        config = RGRConfig.from_config(block)
+        config = build_config(block, RGRConfig, "care.rgr")
         return config, RepairTokens.build(tokenizer, config)
 
     return build

@@ -129,8 +129,8 @@ def reference_care(rewards, acc, index, think_len, answer_len, emb, logp_sum, re
             failing = {i for i in picked if acc[i] == 0}
             roles = {anchor: "anchor", **{i: ("reflected" if reflected[i] else "negative") for i in picked}}
             rescue = False
-        elif all(acc[i] == 0 for i in rows) and cfg.rescue and len(rows) >= 2:
-            score = {i: logp_sum[i] if cfg.rescue_logp == "sum" else logp_sum[i] / max(response_len[i], 1) for i in rows}
+        elif all(acc[i] == 0 for i in rows) and cfg.rescue.enable and len(rows) >= 2:
+            score = {i: logp_sum[i] if cfg.rescue.logp == "sum" else logp_sum[i] / max(response_len[i], 1) for i in rows}
             candidates = [i for i in rows if not reflected[i]] or rows
             anchor = max(candidates, key=lambda i: (score[i], -pos[i]))
             others = [i for i in rows if i != anchor]
@@ -140,7 +140,7 @@ def reference_care(rewards, acc, index, think_len, answer_len, emb, logp_sum, re
                 free = [i for i in others if i not in picked]
                 picked.append(max(free, key=lambda i: (min(_dist(h, i, j) for j in picked), -pos[i])))
             subgroup = [anchor] + picked
-            values = {anchor: cfg.rescue_gamma, **{i: -cfg.rescue_gamma / k_prime for i in picked}}
+            values = {anchor: cfg.rescue.gamma, **{i: -cfg.rescue.gamma / k_prime for i in picked}}
             failing = set(picked)
             roles = {anchor: "rescue_anchor", **{i: "rescue_negative" for i in picked}}
             rescue = True
@@ -151,7 +151,7 @@ def reference_care(rewards, acc, index, think_len, answer_len, emb, logp_sum, re
         for i in subgroup:
             role[i] = roles[i]
             kprime[i] = k_prime
-            if rescue and not cfg.rescue_normalize:
+            if rescue and not cfg.rescue.normalize:
                 adv[i] = values[i]
                 continue
             raw = (values[i] - mean) / (std + cfg.eps)

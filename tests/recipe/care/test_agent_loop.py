@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from recipe.care.rgr import DEFAULT_CUE, rgr_step_metrics
+from recipe.care.care_config import DEFAULT_CUE
+from recipe.care.rgr import rgr_step_metrics
 from tests.recipe.care.conftest import run
 
 QUESTION = "<image>What is 2+2?"

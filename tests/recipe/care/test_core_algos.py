@@ -10,10 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recipe.care.care_config import CareConfig, RescueConfig
 from recipe.care.core_algos import (
     ROLE_NAMES,
-    CareConfig,
     build_group_layout,
+    compute_care_advantages,
     compute_care_sequence_advantages,
     compute_region_weighted_token_advantages,
 )
@@ -95,7 +96,7 @@ def test_rows_outside_subgroup_get_exactly_zero():
 
 def test_all_correct_group_is_zero_and_all_wrong_without_rescue_is_zero():
     batch = make_batch([[1] * 8, [0] * 8], seed=1)
-    adv, info = compute_care_sequence_advantages(**batch, config=CareConfig(rescue=False))
+    adv, info = compute_care_sequence_advantages(**batch, config=CareConfig(rescue=RescueConfig(enable=False)))
     assert (adv == 0).all() and not info["in_subgroup"].any()
     assert info["group_kind"].tolist() == [0] * 8 + [2] * 8
 
@@ -240,7 +241,7 @@ def test_refl_scale_is_configurable():
 def test_rescue_pseudo_anchor_is_max_logp_and_pseudo_rewards_are_zero_sum():
     logp = [-30.0, -5.0, -40.0, -20.0, -25.0, -35.0]
     batch = make_batch([[0] * 6], logp=logp, rewards=[0.1, 0.0, 0.1, 0.0, 0.1, 0.0])
-    adv, info = compute_care_sequence_advantages(**batch, config=CareConfig(rescue_normalize=False))
+    adv, info = compute_care_sequence_advantages(**batch, config=CareConfig(rescue=RescueConfig(normalize=False)))
     assert roles(info)[1] == "rescue_anchor"
     assert roles(info).count("rescue_negative") == 4
     assert adv[1].item() == pytest.approx(0.1)
@@ -273,7 +274,7 @@ def test_rescue_logp_mean_uses_per_token_mean():
     batch = make_batch([[0, 0, 0]], logp=[-10.0, -12.0, -30.0])
     batch["response_len"] = torch.tensor([10, 100, 300])
     _, by_sum = compute_care_sequence_advantages(**batch, config=CareConfig())
-    _, by_mean = compute_care_sequence_advantages(**batch, config=CareConfig(rescue_logp="mean"))
+    _, by_mean = compute_care_sequence_advantages(**batch, config=CareConfig(rescue=RescueConfig(logp="mean")))
     assert roles(by_sum)[0] == "rescue_anchor"
     assert roles(by_mean)[2] == "rescue_anchor"  # -0.1 per token beats -1.0 and -0.12
 
@@ -310,9 +311,8 @@ def random_batches(draw):
         m=draw(st.integers(5, 7)),
         selector=draw(st.sampled_from(["cosine", "nearest", "farthest", "mixed"])),
         equalize=draw(st.booleans()),
-        rescue=draw(st.booleans()),
-        rescue_normalize=draw(st.booleans()),
-        rescue_logp=draw(st.sampled_from(["sum", "mean"])),
+        rescue=RescueConfig(enable=draw(st.booleans()), normalize=draw(st.booleans()),
+                            logp=draw(st.sampled_from(["sum", "mean"]))),
         refl_scale=draw(st.sampled_from([None, 0.1])),
     )
     batch = make_batch(acc_groups, seed=seed, reflected_groups=refl_groups, think=think, answer=answer,
@@ -402,6 +402,19 @@ def test_token_advantages_sum_to_sequence_advantage(seed, weighting):
     assert (token_adv[resp == 0] == 0).all()
 
 
+def test_whole_step_spreads_each_rows_sequence_advantage_over_its_tokens():
+    """compute_care_advantages (the trainer's compute step): sections 2-3 per row, section 5 per token."""
+    batch = make_batch([[1, 0, 0, 1], [0, 0, 0], [1, 1]], seed=3)
+    think, answer, resp = spans_batch(3, batch=9)
+    seq_adv, token_adv, info = compute_care_advantages(**batch, think_mask=think, answer_mask=answer,
+                                                       response_mask=resp, config=CareConfig(k=2, m=2))
+    alone, alone_info = compute_care_sequence_advantages(**batch, config=CareConfig(k=2, m=2))
+    torch.testing.assert_close(seq_adv, alone)
+    assert all(torch.equal(info[key], alone_info[key]) for key in alone_info)
+    torch.testing.assert_close(token_adv.sum(1), seq_adv, rtol=1e-5, atol=1e-6)
+    assert (token_adv[resp == 0] == 0).all() and token_adv.shape == resp.shape
+
+
 def test_region_weights():
     think, answer, resp = spans_batch(1, batch=3)
     answer[2] = False
@@ -429,16 +442,15 @@ def test_region_weights():
 
 def test_default_config_is_the_paper():
     cfg = CareConfig()
-    assert (cfg.k, cfg.m, cfg.neg_scale, cfg.reflected_neg_scale, cfg.tau_think, cfg.rescue_gamma, cfg.eps) == (
+    assert (cfg.k, cfg.m, cfg.neg_scale, cfg.reflected_neg_scale, cfg.tau_think, cfg.rescue.gamma, cfg.eps) == (
         4, 6, 0.5, 0.25, 0.005, 0.1, 1e-6)
-    assert cfg.selector == "cosine" and cfg.token_weighting == "region_weighted" and cfg.equalize and cfg.rescue
+    assert cfg.selector == "cosine" and cfg.token_weighting == "region_weighted" and cfg.equalize and cfg.rescue.enable
 
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(k=4, m=3), "care.m"),
     (dict(selector="cosin"), "care.selector"),
     (dict(token_weighting="regional"), "care.token_weighting"),
-    (dict(rescue_logp="max"), "care.rescue_logp"),
     (dict(neg_scale=-1), "care.neg_scale"),
     (dict(k=0), "care.k"),
 ])
@@ -447,10 +459,13 @@ def test_config_validation(kwargs, message):
         CareConfig(**kwargs)
 
 
-def test_from_mapping_rejects_unknown_keys():
-    assert CareConfig.from_mapping({"k": 3, "m": 5}).k == 3
-    with pytest.raises(ValueError, match="unknown CARE config key"):
-        CareConfig.from_mapping({"K": 3})
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(logp="max"), "care.rescue.logp"),
+    (dict(gamma=-0.1), "care.rescue.gamma"),
+])
+def test_rescue_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RescueConfig(**kwargs)
 
 
 def test_bad_inputs_raise_clear_errors():

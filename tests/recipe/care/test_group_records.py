@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages
-from recipe.care.group_records import (GROUPS_FILE, REPAIRS_FILE, RecordsConfig, RecordsWriter, build_group_records,
-                                 build_repair_records)
+from recipe.care.care_config import CareConfig, GroupRecordsConfig
+from recipe.care.core_algos import compute_care_sequence_advantages
+from recipe.care.group_records import GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records, build_repair_records
 from report.signature import fit_from_groups
 
 K = 4
@@ -128,11 +128,14 @@ def test_untried_repair_is_recorded_without_lengths_and_rgr_off_gives_none():
 
 
 def test_writer_appends_json_lines_and_config_defaults(tmp_path):
-    cfg = RecordsConfig.from_config(None)
-    assert not cfg.enable and cfg.directory(tmp_path) == tmp_path / "care_records"
-    assert RecordsConfig.from_config({"enable": True, "dir": str(tmp_path / "x")}).directory("ignored") == tmp_path / "x"
-    with pytest.raises(ValueError, match="care.records.enabled"):
-        RecordsConfig.from_config({"enabled": True})
+    from recipe.care.config_loader import build_config
+
+    cfg = build_config(None, GroupRecordsConfig, "care.records")
+    assert cfg == GroupRecordsConfig() and not cfg.enable and cfg.directory(tmp_path) == tmp_path / "care_records"
+    block = {"enable": True, "dir": str(tmp_path / "x")}
+    assert build_config(block, GroupRecordsConfig, "care.records").directory("ignored") == tmp_path / "x"
+    with pytest.raises(ValueError, match="unknown key care.records.enabled; known: enable, dir"):
+        build_config({"enabled": True}, GroupRecordsConfig, "care.records")
     writer = RecordsWriter(tmp_path / "r")
     _, _, records = step_records(binary_batch([1, 2]))
     writer.write(GROUPS_FILE, records)

@@ -8,7 +8,6 @@ from omegaconf import OmegaConf
 from recipe.care.main_care import (
     ALGO_OVERRIDES,
     CareConfigError,
-    care_config_from_omegaconf,
     compose_config,
     to_verl_dataclasses,
     validate,
@@ -40,16 +39,16 @@ def test_every_algo_composes_and_converts(algo):
         assert OmegaConf.select(cfg, key) == OmegaConf.select(base, key), key
 
 
-def test_care_block_maps_onto_care_config_with_paper_defaults():
-    from recipe.care.core_algos import CareConfig
+def test_care_block_builds_care_config_with_paper_defaults():
+    from recipe.care.care_config import CareConfig
+    from recipe.care.config_loader import care_config_of
 
     cfg = compose_config([])
-    assert care_config_from_omegaconf(cfg.care) == CareConfig()
-    tweaked = compose_config(["care.k=2", "care.rescue.enable=false", "care.rescue.logp=mean"])
-    care = care_config_from_omegaconf(tweaked.care)
-    assert (care.k, care.rescue, care.rescue_logp) == (2, False, "mean")
-    assert care_config_from_omegaconf(cfg.care).empty_span == "missing"
-    assert care_config_from_omegaconf(compose_config(["care.empty_span=zero"]).care).empty_span == "zero"
+    assert care_config_of(cfg) == CareConfig()
+    tweaked = care_config_of(compose_config(["care.k=2", "care.rescue.enable=false", "care.rescue.logp=mean"]))
+    assert (tweaked.k, tweaked.rescue.enable, tweaked.rescue.logp) == (2, False, "mean")
+    assert care_config_of(cfg).empty_span == "missing"
+    assert care_config_of(compose_config(["care.empty_span=zero"])).empty_span == "zero"
 
 
 @pytest.mark.parametrize(
@@ -106,3 +105,11 @@ def test_file_logger_goes_to_the_run_folder(tmp_path):
     moved = keep_previous_metrics(path)
     assert moved == f"{tmp_path}/run/metrics.1.jsonl" and (tmp_path / "run/metrics.1.jsonl").read_text().startswith('{"step": 1')
     assert keep_previous_metrics(path) is None
+
+
+def test_unknown_care_override_lists_settable_keys_only():
+    """The yaml's _target_ names each care block's dataclass; it is not offered as a key to set."""
+    for override, known in (("care.kk=3", "k, m, neg_scale"), ("care.rescue.gama=1", "enable, gamma, normalize, logp")):
+        with pytest.raises(CareConfigError, match=f"unknown key {override.split('=')[0]}; known: .*{known}") as err:
+            compose_config([override])
+        assert "_target_" not in str(err.value)

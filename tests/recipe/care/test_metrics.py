@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages
+from recipe.care.care_config import CareConfig, RescueConfig
+from recipe.care.core_algos import compute_care_sequence_advantages
 from recipe.care.metrics import care_advantage_metrics, clip_fraction_by_sign
 from tests.recipe.care.test_core_algos import make_batch
 
@@ -42,7 +43,7 @@ def test_all_wrong_step_has_rescue_rate_but_no_variance_ratio():
     # the pseudo-anchor is a failure too: all of the step's signal comes from failures
     assert metrics["care/failure_signal_share"] == 1.0 and metrics["care/adv/rescue_anchor_mean"] > 0
 
-    without_rescue, _, _ = step_metrics([[0] * 6], rescue=False)
+    without_rescue, _, _ = step_metrics([[0] * 6], rescue=RescueConfig(enable=False))
     assert without_rescue["care/rescue_rate"] == 0.0 and without_rescue["care/k_prime/0"] == 1
 
 

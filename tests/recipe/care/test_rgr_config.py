@@ -2,7 +2,7 @@
 
 import pytest
 
-from recipe.care.rgr import DEFAULT_CUE, RGRConfig, RGRConfigError
+from recipe.care.care_config import DEFAULT_CUE, CareConfigError, RGRConfig, RGRConfigError
 
 # docs/algorithm.md section 4.2, verbatim
 SPEC_CUE = "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
@@ -13,7 +13,8 @@ def test_rgr_yaml_composes_and_converts_to_verl_dataclasses(verl_config):
     from verl.utils.import_utils import load_class_from_fqn
     from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-    from recipe.care.agent_loop import CareAgentLoopManager, CareAgentLoopWorkerTQ, rgr_config_of
+    from recipe.care.agent_loop import CareAgentLoopManager, CareAgentLoopWorkerTQ
+    from recipe.care.config_loader import care_config_of
 
     rollout = omega_conf_to_dataclass(verl_config.actor_rollout_ref.rollout)
     fqn = rollout.agent.agent_loop_manager_class
@@ -21,7 +22,7 @@ def test_rgr_yaml_composes_and_converts_to_verl_dataclasses(verl_config):
     manager_cls = load_class_from_fqn(fqn, "AgentLoopManager")  # what verl's TaskRunnerV1 does
     assert manager_cls is CareAgentLoopManager and issubclass(manager_cls, AgentLoopManagerTQ)
     assert issubclass(CareAgentLoopWorkerTQ.__ray_actor_class__, AgentLoopWorkerTQ.__ray_actor_class__)
-    rgr = rgr_config_of(verl_config)
+    rgr = care_config_of(verl_config).rgr
     assert rgr.enable and rgr.selector == "lexical" and rgr.mode == "rederive"
     assert rgr.template == "paper" and rgr.cue is None and rgr.max_critique_tokens == 64
     assert rgr.routing == "sticky" and rgr.start == "after_group"  # the paper's order, the failure's replica
@@ -34,9 +35,12 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
 
     from tests.recipe.care.conftest import CONFIG_DIR
 
+    from recipe.care.config_loader import build_config
+
     block = OmegaConf.load(CONFIG_DIR / "rgr.yaml").care.rgr
-    assert RGRConfig.from_config(block) == RGRConfig()
-    assert RGRConfig.from_config(None) == RGRConfig()
+    assert block["_target_"] == "recipe.care.care_config.RGRConfig"
+    assert build_config(block, RGRConfig, "care.rgr") == RGRConfig()
+    assert build_config(None, RGRConfig, "care.rgr") == RGRConfig()
 
 
 @pytest.mark.parametrize(
@@ -61,8 +65,13 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
     ],
 )
 def test_bad_blocks_are_clear_errors(block, needle):
-    with pytest.raises(RGRConfigError, match=needle.replace(".", r"\.")):
-        RGRConfig.from_config(block)
+    from recipe.care.config_loader import build_config
+
+    with pytest.raises(CareConfigError, match=needle.replace(".", r"\.")):
+        build_config(block, RGRConfig, "care.rgr")
+    if "selecter" not in block:  # a bad value: the dataclass itself refuses it
+        with pytest.raises(RGRConfigError, match=needle.replace(".", r"\.")):
+            RGRConfig(**block)
 
 
 def test_manager_checks_the_block_on_the_driver_and_installs_the_worker(verl_config):
@@ -73,16 +82,16 @@ def test_manager_checks_the_block_on_the_driver_and_installs_the_worker(verl_con
     manager = CareAgentLoopManager(verl_config, llm_client=None)  # __init__ starts no worker
     assert manager.agent_loop_workers_class is CareAgentLoopWorkerTQ
     bad = OmegaConf.merge(verl_config, {"care": {"rgr": {"selector": "nearest"}}})
-    with pytest.raises(RGRConfigError, match="care.rgr.selector"):
+    with pytest.raises(CareConfigError, match="care.rgr.selector"):
         CareAgentLoopManager(bad, llm_client=None)
 
 
 def test_empty_span_rule_reaches_the_rgr_worker(verl_config):
     from omegaconf import OmegaConf
 
-    from recipe.care.agent_loop import empty_span_of
+    from recipe.care.config_loader import care_config_of
 
-    assert empty_span_of(verl_config) == "missing"  # absent: the default rule
-    assert empty_span_of(OmegaConf.create({"care": {"rgr": {}, "empty_span": "zero"}})) == "zero"
-    with pytest.raises(ValueError, match="care.empty_span"):
-        empty_span_of(OmegaConf.create({"care": {"empty_span": "none"}}))
+    assert care_config_of(verl_config).empty_span == "missing"  # absent: the default rule
+    assert care_config_of(OmegaConf.create({"care": {"rgr": {}, "empty_span": "zero"}})).empty_span == "zero"
+    with pytest.raises(CareConfigError, match="care.empty_span"):
+        care_config_of(OmegaConf.create({"care": {"empty_span": "none"}}))

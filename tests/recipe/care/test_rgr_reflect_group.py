@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recipe.care.rgr import DEFAULT_CUE, FAILURE_REASONS, RepairedRollout
+from recipe.care.care_config import DEFAULT_CUE
+from recipe.care.rgr import FAILURE_REASONS, RepairedRollout
 from tests.recipe.care.conftest import AnswerScore, ScriptedGenerate, member
 
 RIGHT = "<think>2 plus 2 makes 4.</think>\n<answer>4</answer>"

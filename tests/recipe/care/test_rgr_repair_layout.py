@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from recipe.care.rgr import DEFAULT_ANSWER_OPEN, DEFAULT_CUE, think_prefix_length
+from recipe.care.care_config import DEFAULT_ANSWER_OPEN, DEFAULT_CUE
+from recipe.care.rgr import think_prefix_length
 from recipe.care.spans import compute_response_spans
 from tests.recipe.care.conftest import AnswerScore, ScriptedGenerate, member
 

@@ -8,7 +8,8 @@ answer_only mode); in the trained response those inserted tokens carry response_
 import pytest
 import torch
 
-from recipe.care.rgr import DEFAULT_ANSWER_OPEN, DEFAULT_CUE, STRUCTURED_CUE, RepairTokens, RGRConfig
+from recipe.care.care_config import DEFAULT_ANSWER_OPEN, DEFAULT_CUE, STRUCTURED_CUE, RGRConfig
+from recipe.care.rgr import RepairTokens
 from recipe.care.spans import compute_response_spans
 from tests.recipe.care.conftest import AnswerScore, ScriptedGenerate, member
 
@@ -104,8 +105,8 @@ def test_budget_uses_the_cut_cue(tokenizer, reflect):
 def test_template_keys_compose_through_hydra_and_reach_the_worker_config():
     from tests.recipe.care.conftest import compose_with_rgr
 
-    from recipe.care.agent_loop import rgr_config_of
+    from recipe.care.config_loader import care_config_of
 
     cfg = compose_with_rgr(["care.rgr.template=structured", "care.rgr.max_critique_tokens=8", "care.rgr.mode=answer_only"])
-    rgr = rgr_config_of(cfg)
+    rgr = care_config_of(cfg).rgr
     assert (rgr.template, rgr.max_critique_tokens, rgr.mode, rgr.cue_text) == ("structured", 8, "answer_only", AUTHORS_CUE)

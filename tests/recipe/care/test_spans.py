@@ -122,7 +122,8 @@ def test_empty_span_rule_switch(tokenizer):
 
 def test_empty_think_is_not_the_preferred_anchor(tokenizer):
     """The reason for the rule: with `zero`, a correct answer without reasoning always wins the anchor."""
-    from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages
+    from recipe.care.care_config import CareConfig
+    from recipe.care.core_algos import compute_care_sequence_advantages
 
     texts = ["<think></think><answer>7</answer>", "<think>3 + 4 = 7</think><answer>7</answer>",
              "<think>3 + 4 = 8</think><answer>8</answer>", "<think>3 * 4 = 12</think><answer>12</answer>"]
@@ -227,7 +228,8 @@ def test_lengths_and_advantages_match_the_plain_reading(shared_tokenizer, case):
     tokenisations, and the plain advantage reading agrees with the vectorised one on those lengths."""
     import numpy as np
 
-    from recipe.care.core_algos import ROLE_NAMES, CareConfig, compute_care_sequence_advantages
+    from recipe.care.care_config import CareConfig
+    from recipe.care.core_algos import ROLE_NAMES, compute_care_sequence_advantages
     from tests.recipe.care.reference_care import reference_care, reference_span_lengths
 
     groups, rule, k = case

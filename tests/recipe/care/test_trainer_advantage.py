@@ -15,7 +15,7 @@ from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 
 import recipe.care.trainer as care_trainer
-from recipe.care.core_algos import CareConfig
+from recipe.care.care_config import CareConfig
 from recipe.care.trainer import CarePPOTrainer, MissingRewardInfo
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict

@@ -82,7 +82,8 @@ def child() -> dict:
     from tensordict import TensorDict
     from transfer_queue import KVBatchMeta
 
-    from recipe.care.core_algos import CareConfig, compute_care_sequence_advantages, compute_region_weighted_token_advantages
+    from recipe.care.care_config import CareConfig
+    from recipe.care.core_algos import compute_care_sequence_advantages, compute_region_weighted_token_advantages
     from recipe.care.main_care import compose_config
     from recipe.care.spans import compute_response_spans
     from smoke.tiny_models import load_qwen25_tokenizer

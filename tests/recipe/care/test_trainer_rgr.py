@@ -10,7 +10,7 @@ import pytest
 from transfer_queue import KVBatchMeta
 
 import recipe.care.trainer as care_trainer
-from recipe.care.core_algos import CareConfig
+from recipe.care.care_config import CareConfig
 from tests.recipe.care.test_trainer_advantage import FakeTQ, make_trainer, row
 
 pytestmark = pytest.mark.timeout(120)

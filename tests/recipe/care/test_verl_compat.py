@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -35,16 +36,34 @@ def test_override_turns_mismatch_into_warning(monkeypatch):
         assert verl_compat.check_verl_version() == "0.10.0"
 
 
-def test_import_of_the_recipe_checks_the_version():
-    """A fresh interpreter with a faked metadata version refuses `import recipe.care`."""
-    code = (
-        "import importlib.metadata as md; real = md.version\n"
-        "md.version = lambda n: '0.8.0' if n == 'verl' else real(n)\n"
-        "import recipe.care\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert "written against verl==0.9.1" in proc.stderr and "found verl==0.8.0" in proc.stderr
+_FAKE_VERL_0_8 = (
+    "import importlib.metadata as md; real = md.version\n"
+    "md.version = lambda n: '0.8.0' if n == 'verl' else real(n)\n"
+)
+
+
+def _run_with_verl_0_8(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter whose verl metadata says 0.8.0 (no override set)."""
+    env = {k: v for k, v in os.environ.items() if k != "CARE_VERL_ALLOW_ANY_VERL"}
+    return subprocess.run([sys.executable, "-c", _FAKE_VERL_0_8 + code], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_pure_modules_import_whatever_verl_is_installed():
+    """The mathematics and the config dataclasses need no verl: the version check does not fire."""
+    proc = _run_with_verl_0_8("import recipe.care, recipe.care.core_algos, recipe.care.care_config, "
+                              "recipe.care.spans, recipe.care.rgr, recipe.care.metrics\nprint('ok')")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_an_adapter_import_checks_the_version():
+    """A fresh interpreter with a faked metadata version refuses the first module that takes verl."""
+    proc = _run_with_verl_0_8(
+        "from recipe.care.verl_compat import VerlVersionError\n"
+        "try:\n    import recipe.care.adv_estimator\nexcept VerlVersionError as exc:\n    print('refused:', exc)\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("refused:")
+    assert "written against verl==0.9.1" in proc.stdout and "found verl==0.8.0" in proc.stdout
 
 
 def test_require_verl_attr_names_what_is_missing():
