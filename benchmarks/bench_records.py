@@ -158,11 +158,11 @@ def bench_trainer_step(args, cfg: CareConfig) -> None:
         trainer.care_records = RecordsWriter(tmp, background=not args.inline)
         off, on = [], []
         for step in range(args.repeat + 1):
-            for times, records in ((off, None), (on, trainer._write_care_records)) if step % 2 \
+            for times, write_records in ((off, None), (on, trainer._write_care_records)) if step % 2 \
                     else ((on, trainer._write_care_records), (off, None)):
                 trainer.global_steps = step
                 start = time.perf_counter()
-                compute_care_advantage_fields(data, padding, tokenizer, cfg, records=records)
+                compute_care_advantage_fields(data, padding, tokenizer, cfg, write_records=write_records)
                 if step:  # step 0 warms up
                     times.append(time.perf_counter() - start)
             trainer.care_records.flush()

@@ -331,7 +331,7 @@ def compute_care_advantage_fields(
     config: CareConfig,
     keys: list | None = None,
     data_source: list | None = None,
-    records: Callable[..., None] | None = None,
+    write_records: Callable[..., None] | None = None,
     fetch_responses=None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue: read (:func:`read_advantage_inputs`),
@@ -340,15 +340,15 @@ def compute_care_advantage_fields(
 
     Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
     Padding rows (``is_padding``) are left out of every group and get zero advantages.
-    ``records`` (``care.records``), when given, is called with the step's per-row tensors to build
+    ``write_records`` (``care.records``), when given, is called with the step's per-row tensors to build
     and write the per-group / per-repair records.
     """
     inputs = read_advantage_inputs(data, is_padding, tokenizer, config.empty_span, keys=keys,
                                    data_source=data_source, fetch_responses=fetch_responses)
     seq_adv, token_adv, info = compute_care_advantages(**inputs.care_arguments(), config=config)
     metrics = advantage_step_metrics(inputs, seq_adv, token_adv, info, config)
-    if records is not None:
-        records(uid=inputs.uid, seq_adv=seq_adv, acc=inputs.acc, reflected=inputs.reflected, info=info,
+    if write_records is not None:
+        write_records(uid=inputs.uid, seq_adv=seq_adv, acc=inputs.acc, reflected=inputs.reflected, info=info,
                 think_len=inputs.spans.think_len, answer_len=inputs.spans.answer_len, rgr=inputs.rgr)
     return advantage_fields(inputs, token_adv), metrics
 
@@ -453,7 +453,7 @@ class CarePPOTrainer(SyncTrainerWithBenchmarkMacro):
             )
         fields, care_metrics = compute_care_advantage_fields(
             data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources,
-            records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
+            write_records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
             fetch_responses=lambda: tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                                     select_fields=["responses"])["responses"],
         )
