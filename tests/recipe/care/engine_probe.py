@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
-from recipe.care import cpu  # noqa: E402
+import verl_cpu as cpu  # noqa: E402
 
 cpu.install()
 
