@@ -55,6 +55,7 @@ import ray
 import torch
 
 from recipe.care.config_loader import care_config_of
+from recipe.care.fault_points import reached
 from recipe.care.registrations import require_recipe_registrations
 from recipe.care.rgr import (
     RECORD_KEY,
@@ -87,8 +88,8 @@ __all__ = ["CareAgentLoopWorker", "CareAgentLoopWorkerTQ", "CareAgentLoopManager
 class _Group:
     """Barrier for the n sessions of one training prompt, and what RGR needs from them."""
 
-    def __init__(self, uid: str, n: int):
-        self.uid, self.n = uid, int(n)
+    def __init__(self, uid: str, n: int, step: int | None = None):
+        self.uid, self.n, self.step = uid, int(n), step  # step: the trainer's global step
         self.outputs: dict[Any, list] = {}  # session_id -> the session's outputs (scored)
         self.kwargs: dict[Any, dict] = {}
         self.failed: set = set()
@@ -182,11 +183,13 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
 
     # verl 0.9.1 AgentLoopWorkerTQ._run_prompt(prompt, sampling_params, trajectory, trace)
     async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
+        if not trajectory["validate"]:
+            reached("rollout", trajectory.get("step"))
         if not self.rgr_config.enable or trajectory["validate"]:
             return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
         # verl pops __rollout_n__ inside _run_prompt; read it the same way without consuming it.
         n = prompt.get("__rollout_n__", self.config.actor_rollout_ref.rollout.n)
-        token = _GROUP.set(_Group(prompt["uid"], n))
+        token = _GROUP.set(_Group(prompt["uid"], n, trajectory.get("step")))
         try:
             return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
         finally:
@@ -320,6 +323,7 @@ class CareAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         members = self._members(finals)
 
         async def generate(request: RepairRequest):
+            reached("rgr_repair", group.step)
             source = finals[request.source]
             mm = source.multi_modal_data or {}
             params = {**(group.sampling_params or {}), **dict(self.rgr_config.sampling), "max_tokens": request.max_tokens}
