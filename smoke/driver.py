@@ -46,6 +46,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,7 @@ from report.load import read_metrics
 from smoke.console import ANSI, VERL_STEP_LINE, console_line, log, quiet_known_harmless
 from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, job_env, job_overrides,
                            rgr_available, rgr_overrides)
+from smoke.run_state import open_run
 from smoke.tiny_data import build_bench_data, build_data, build_sft_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,8 +191,7 @@ def run_job(python: str, algo: str, overrides: list[str], label: str, timeout: f
     per finished step and the lines that may matter (see :func:`console_line`), or everything but
     known-harmless warnings with ``SMOKE_VERBOSE=1``.
     """
-    metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.unlink(missing_ok=True)
+    metrics.parent.mkdir(parents=True, exist_ok=True)  # an earlier file (a killed run's) is kept by main_care
     log_path = metrics.parent.parent / "logs" / f"{metrics.stem}.log"
     overrides = [*overrides, f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}"]
     # --model none: the smoke's own sizes, not a GPU preset (main_care's default is one)
@@ -297,13 +298,22 @@ def eval_summary(results: dict) -> str:
     return f"lmms-eval ({results['path']}): macro {results['macro']:.3f}; {per}"
 
 
+def metrics_file_order(path: Path) -> tuple[int, float]:
+    """``<run>-run2.jsonl`` after ``<run>-run1.jsonl``; within a run, the files main_care moved aside when the
+    run was restarted (``-run1.1``, ``-run1.2``, ... oldest first) before the current one, so later steps win."""
+    match = re.search(r"-run(\d+)(?:\.(\d+))?\.jsonl$", path.name)
+    if not match:
+        return (0, 0.0)
+    return (int(match.group(1)), float(match.group(2)) if match.group(2) else float("inf"))
+
+
 def write_report(workdir: Path, algos: list[str]) -> tuple[Path | None, list]:
     """``<workdir>/report``: every ALGO whose smoke metrics exist, overlaid (its care.records group/repair records from its run folder)."""
     from report import ReportInputError, build_report, load_run
 
     runs = []
     for algo in algos:
-        files = sorted((workdir / "metrics").glob(f"{algo}-run*.jsonl"))
+        files = sorted((workdir / "metrics").glob(f"{algo}-run*.jsonl"), key=metrics_file_order)
         if not files:
             continue
         records = workdir / "checkpoints" / algo / "care_records"  # care.records: groups.jsonl, repairs.jsonl
@@ -360,7 +370,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--sft-steps", type=int, default=int(os.environ.get("SMOKE_SFT_STEPS", SFT_STEPS)),
                    help="cold-start SFT steps of the tiny model through verl's SFT trainer (default %(default)s)")
     p.add_argument("--no-resume", action="store_true", help="one run of --steps steps, no checkpoint round trip")
-    p.add_argument("--fresh", action="store_true", help="delete the previous checkpoints of this ALGO first")
+    p.add_argument("--save-freq", type=int, default=None,
+                   help="checkpoint every N steps (default: the last step of each run)")
+    p.add_argument("--run-name", default=None,
+                   help="folder name of this run under <workdir>/checkpoints and its metrics files (default: the ALGO, "
+                        "plus the model family when not qwen2.5-vl)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: delete this run's checkpoints and metrics first (by default the same command "
+                        "on the same workdir continues an unfinished run)")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
     p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
     p.add_argument("--no-bench", dest="bench", action="store_false",
@@ -396,33 +413,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # per family, so a Qwen3-VL run never resumes from a Qwen2.5-VL checkpoint in the same workdir
-    run_tag = args.algo if family == "qwen2.5-vl" else f"{args.algo}-{family}"
+    run_tag = args.run_name or (args.algo if family == "qwen2.5-vl" else f"{args.algo}-{family}")
     ckpt = workdir / "checkpoints" / run_tag
-    if args.fresh or not args.no_resume:
-        shutil.rmtree(ckpt, ignore_errors=True)
     if args.algo == "care" and rgr_available():
         extra = [*rgr_overrides(), *extra]
         log("RGR on (recipe.care.agent_loop)")
     elif args.algo == "care":
         log("RGR off: recipe/care/rgr.py / agent_loop.py not installed")
     metrics = workdir / "metrics"
-    for stale in metrics.glob(f"{run_tag}-run*.jsonl"):  # a previous smoke's files would join this report
-        stale.unlink()
+    one_run = args.no_resume or args.steps < 2
+    first = args.steps if one_run else args.steps - 1
+    training = [("run", args.steps)] if one_run else [("run1", first), ("run2", args.steps)]
+    # What shapes the training: the same command on the same workdir continues an unfinished run of this
+    # plan (a killed or preempted smoke); anything else starts over.
+    plan = {"algo": args.algo, "family": family, "steps": args.steps, "one_run": one_run, "save_freq": args.save_freq,
+            "sft_steps": args.sft_steps, "bench": bool(bench_files), "overrides": extra}
+    state, how = open_run(ckpt, plan, [name for name, _ in training] + (["eval"] if bench_raw is not None and args.eval else []),
+                          sorted(metrics.glob(f"{run_tag}-run*.jsonl")), fresh=args.fresh)
+    log(how)
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
-    if args.no_resume or args.steps < 2:
-        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps, bench_files) + extra, "run", args.timeout,
-                metrics / f"{run_tag}-run1.jsonl")
-        stages.append(f"{run_tag} steps 1-{args.steps}")
-    else:
-        first = args.steps - 1
-        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first, bench_files) + extra,
-                f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
-        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps, bench_files) + extra,
-                f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
-                metrics / f"{run_tag}-run2.jsonl")
-        stages += [f"{run_tag} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
+    for i, (name, last) in enumerate(training):
+        start = 1 if i == 0 else training[i - 1][1] + 1
+        save = args.save_freq or last
+        label = (f"{name} (steps {start}-{last}" if last > start else f"{name} (step {last}") + \
+            (f", checkpoint every {save}" if save < last else f", checkpoint at {last}") + \
+            (", resuming from the previous run's checkpoint)" if i else ")")
+        if state.done(name):
+            log(f"{label}: finished before, skipped")
+        else:
+            run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, last, save,
+                                                     bench_files) + extra, label, args.timeout,
+                    metrics / f"{run_tag}-{'run1' if name == 'run' else name}.jsonl")
+            state.finish(name)
+        stages.append(f"{run_tag} {label}")
     log(f"training done in {time.time() - t0:.0f}s; checkpoints under {ckpt}")
     if bench_files:
         stages[-1] += " (each run validates on the six benchmark look-alikes after its last step)"
@@ -430,9 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     if bench_raw is not None and args.eval:
         t_eval = time.time()
         eval_results = run_eval_stage(python, ckpt, bench_raw, workdir, family, run_tag, args.timeout)
+        state.finish("eval")
         stages.append(f"evaluation: verl's merger + lmms-eval ({time.time() - t_eval:.0f}s)")
     try:
-        result, runs = write_report(workdir, [run_tag] if family != "qwen2.5-vl" else ["care", "grpo", "dapo", "gspo"])
+        algos = ["care", "grpo", "dapo", "gspo"]
+        result, runs = write_report(workdir, algos if run_tag in algos else [run_tag])
         stages.append("report")
     except Exception as exc:  # training succeeded; a broken report must not hide that (the summary says why)
         log(f"report not written: {exc!r}")
