@@ -22,6 +22,7 @@ environment, and a cluster's workers get them through the runtime environment li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ POINTS = (
     "rgr_repair",  # agent loop: a repair request is about to go to the engine
     "update_actor",  # trainer: the actor update has been sent to the workers (non-blocking point)
     "ckpt/start",
+    "ckpt/actor_shard",  # actor worker: between verl's model shard and its optimizer shard (see actor_file_hook)
     "ckpt/after_actor",
     "ckpt/after_data",
     "ckpt/after_mark",
@@ -91,3 +93,30 @@ def reached(point: str, step: int | None = None, *, block: bool = True) -> None:
         return
     time.sleep(float(os.environ.get(FAULT_WAIT_ENV, "600")))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def actor_file_hook(step: int):
+    """Fire ``ckpt/actor_shard`` right after the first model shard file of ``step`` is written.
+
+    verl 0.9.1's ``FSDPCheckpointManager.save_checkpoint`` writes ``model_*.pt``, ``optim_*.pt`` and
+    ``extra_state_*.pt`` one after another with ``torch.save`` and offers no hook between them, so while
+    that point is requested (and only then) ``torch.save`` is wrapped for the duration of the save.
+    """
+    if step not in requested().get("ckpt/actor_shard", set()) and None not in requested().get("ckpt/actor_shard", set()):
+        yield
+        return
+    import torch
+
+    original = torch.save
+
+    def save_then_maybe_stop(obj, f, *args, **kwargs):
+        original(obj, f, *args, **kwargs)
+        if isinstance(f, (str, os.PathLike)) and Path(f).name.startswith("model_world_size_"):
+            reached("ckpt/actor_shard", step)
+
+    torch.save = save_then_maybe_stop
+    try:
+        yield
+    finally:
+        torch.save = original

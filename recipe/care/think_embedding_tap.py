@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from recipe.care.fault_points import actor_file_hook
 from recipe.care.registrations import require_recipe_registrations
 from recipe.care.think_embedding import pool_think_embeddings, response_states_packed, response_states_padded
 from recipe.care.verl_compat import require_verl_attr
@@ -158,3 +159,9 @@ class CareActorRolloutRefWorker(ActorRolloutRefWorker):
         if self.actor is not None:
             refuse_sequence_parallel(self.actor.engine)
             self.think_embedding_tap = ThinkEmbeddingTap(self.actor.engine)
+
+    # verl 0.9.1 ActorRolloutRefWorker.save_checkpoint; re-registered like init_model.
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None):
+        with actor_file_hook(global_step):  # a kill test's "between the actor's files" moment; inert otherwise
+            return super().save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)

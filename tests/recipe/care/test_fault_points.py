@@ -64,3 +64,26 @@ def test_blocking_point_kills_its_process_and_not_again_after_a_restart(tmp_path
 
 def test_points_are_unique():
     assert len(set(fault_points.POINTS)) == len(fault_points.POINTS)
+
+
+def test_actor_file_hook_stops_between_the_model_and_optimizer_shards(tmp_path):
+    import os
+
+    out = tmp_path / "actor"
+    code = ("import torch, pathlib; from recipe.care.fault_points import actor_file_hook\n"
+            f"out = pathlib.Path({str(out)!r}); out.mkdir()\n"
+            "with actor_file_hook(4):\n"
+            "    torch.save({'w': 1}, out / 'model_world_size_1_rank_0.pt')\n"
+            "    torch.save({'m': 1}, out / 'optim_world_size_1_rank_0.pt')\n"
+            "print('saved', torch.save.__name__, flush=True)\n")
+    env = {**os.environ, FAULT_DIR_ENV: str(tmp_path), FAULT_WAIT_ENV: "0"}
+    other_step = subprocess.run([sys.executable, "-c", code], env={**env, FAULT_AT_ENV: "ckpt/actor_shard@5"},
+                                capture_output=True, text=True, timeout=120)
+    assert other_step.returncode == 0 and "saved save" in other_step.stdout  # torch.save restored
+    for f in out.iterdir():
+        f.unlink()
+    out.rmdir()
+    killed = subprocess.run([sys.executable, "-c", code], env={**env, FAULT_AT_ENV: "ckpt/actor_shard@4"},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in out.iterdir()) == ["model_world_size_1_rank_0.pt"]
