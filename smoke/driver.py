@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 from evaluation.run_eval import lmms_eval_venv_ready
+from recipe.care.launch_args import detach_from_ray_job
 from report.load import read_metrics
 from smoke.console import ANSI, VERL_STEP_LINE, console_line, log, quiet_known_harmless
 from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, job_env, job_overrides,
@@ -130,8 +131,10 @@ def run_sft(python: str, base: Path, sft_data: Path, ckpt: Path, steps: int, met
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.unlink(missing_ok=True)
     # one process on the whole machine: both cores (the Ray jobs pin OMP to 1 thread per worker)
-    env = {**job_env(), "VERL_USE_EXTERNAL_MODULES": "verl_cpu,recipe.care.verl_fixes",
-           "VERL_FILE_LOGGER_PATH": str(metrics), "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))}
+    # torchrun's ranks are not Ray processes, even when the smoke runs as a `ray job submit` entrypoint
+    env = detach_from_ray_job({**job_env(), "VERL_USE_EXTERNAL_MODULES": "verl_cpu,recipe.care.verl_fixes",
+                               "VERL_FILE_LOGGER_PATH": str(metrics),
+                               "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))})
     cmd = [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
            "-m", "recipe.care.main_sft", *sft_overrides(base, sft_data, ckpt, steps)]
     log(f"cold-start SFT: torchrun -m recipe.care.main_sft ... ({steps} steps of {SFT_BATCH}, lr {SFT_LR})")
