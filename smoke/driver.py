@@ -57,8 +57,8 @@ from evaluation.run_eval import lmms_eval_venv_ready
 from recipe.care.launch_args import detach_from_ray_job
 from report.load import read_metrics
 from smoke.console import ANSI, VERL_STEP_LINE, console_line, log, quiet_known_harmless
-from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, job_env, job_overrides,
-                           rgr_available, rgr_overrides)
+from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, existing_ray_cluster, job_env,
+                           job_overrides, rgr_available, rgr_overrides)
 from smoke.tiny_data import build_bench_data, build_data, build_sft_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,7 +358,11 @@ def print_summary(stages: list[str], result, runs: list, current: str, eval_resu
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m smoke", description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", default=os.environ.get("ALGO", "care"), choices=["care", "grpo", "dapo", "gspo"])
-    p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")))
+    p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")),
+                   help="data, models, checkpoints, metrics, logs (default: $SMOKE_DIR, else $TMPDIR/care-verl-smoke); "
+                        "under `ray job submit` it must be absolute")
+    p.add_argument("--nnodes", type=int, default=int(os.environ.get("NNODES") or 1),
+                   help="Ray nodes (default: $NNODES, else 1): one CPU worker and one TransferQueue storage unit each")
     p.add_argument("--steps", type=int, default=3, help="total steps; the first run stops at steps-1 and saves")
     p.add_argument("--sft-steps", type=int, default=int(os.environ.get("SMOKE_SFT_STEPS", SFT_STEPS)),
                    help="cold-start SFT steps of the tiny model through verl's SFT trainer (default %(default)s)")
@@ -375,14 +379,27 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
+def smoke_workdir(workdir: str, environ) -> Path:
+    """``workdir`` as an absolute path. In a ``ray job submit`` entrypoint (Ray sets
+    ``RAY_JOB_CONFIG_JSON_ENV_VAR`` there) the current folder is the job's temporary copy of the
+    repository, so a relative workdir would put data and checkpoints where nobody finds them."""
+    if not os.path.isabs(os.path.expanduser(workdir)) and "RAY_JOB_CONFIG_JSON_ENV_VAR" in environ:
+        raise SystemExit(f"[smoke] --workdir / SMOKE_DIR {workdir!r} is relative; inside a Ray job that is the job's "
+                         "temporary copy of the repository: give an absolute path (SMOKE_DIR=/abs/dir)")
+    return Path(workdir).expanduser().resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_prep.schema import BENCHMARKS
 
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     quiet_known_harmless()
     python = sys.executable
-    workdir = Path(args.workdir).resolve()
+    workdir = smoke_workdir(args.workdir, os.environ)
     workdir.mkdir(parents=True, exist_ok=True)
+    cluster = existing_ray_cluster()
+    log(f"workdir {workdir}; Ray: " + (f"the running cluster at {cluster}" if cluster else "a cluster of its own")
+        + f", {args.nnodes} node(s)")
     family = smoke_family(args.model)
 
     t0 = time.time()
@@ -412,17 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     for stale in metrics.glob(f"{run_tag}-run*.jsonl"):  # a previous smoke's files would join this report
         stale.unlink()
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
+    where = {"nnodes": args.nnodes, "existing_cluster": cluster is not None}
     if args.no_resume or args.steps < 2:
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps, bench_files) + extra, "run", args.timeout,
+                                                 args.steps, bench_files, **where) + extra, "run", args.timeout,
                 metrics / f"{run_tag}-run1.jsonl")
         stages.append(f"{run_tag} steps 1-{args.steps}")
     else:
         first = args.steps - 1
-        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first, bench_files) + extra,
+        run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, first, first, bench_files, **where)
+                + extra,
                 f"run 1 (steps 1-{first}, checkpoint at {first})", args.timeout, metrics / f"{run_tag}-run1.jsonl")
         run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, args.steps,
-                                                 args.steps, bench_files) + extra,
+                                                 args.steps, bench_files, **where) + extra,
                 f"run 2 (resume from step {first}, to step {args.steps})", args.timeout,
                 metrics / f"{run_tag}-run2.jsonl")
         stages += [f"{run_tag} step{'s 1-' if first > 1 else ' '}{first} + checkpoint", f"resume, step {args.steps}"]
