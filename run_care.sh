@@ -5,7 +5,8 @@
 #   bash run_care.sh --preflight-only                     # the start-up checks only (GPU ones included), no Ray
 #   ALGO=grpo bash run_care.sh ...                        # grpo | dapo | gspo | care (default), same data/reward/budget
 #   bash run_care.sh --smoke [--model qwen3-vl] [key=value ...]  # CPU only, offline: tiny model + data, 3 steps + resume
-#                                                         # (smoke/driver.py; ignores the GPU settings below)
+#                                                         # (smoke/driver.py; ignores the GPU settings below but
+#                                                         # NNODES; SMOKE_DIR [$TMPDIR/care-verl-smoke]: its files)
 #   bash run_care.sh --stage sft [key=value ...]          # cold-start SFT first (verl's SFT trainer, torchrun):
 #                                                         # SFT_DATA_DIR [data/care_sft] from data_prep/build_sft.py,
 #                                                         # MODEL_PATH, N_GPUS_PER_NODE, NNODES; writes a Hugging Face
@@ -47,7 +48,8 @@
 # credentials and the model path, one line per problem (--dry-run: all but the GPU checks;
 # --skip-preflight: none). Step metrics: <trainer.default_local_dir>/metrics.jsonl (verl's file logger).
 # Multi-node: start Ray on every node first (`ray start --head` / `ray start --address=<head>:6379`),
-# then run this script on the head node with NNODES set; verl attaches to the running cluster.
+# then run this script on the head node with NNODES set, or submit it (README, "Several nodes");
+# verl attaches to the running cluster. Data and checkpoint paths: absolute, on storage every node sees.
 set -euo pipefail
 
 PYTHON="${PYTHON:-}"
@@ -72,6 +74,12 @@ if [[ -z "$PYTHON" ]]; then
         break
       fi
     done
+    if [[ "$PYTHON" == python3 ]]; then
+      # e.g. under `ray job submit`: the job runs from a copy of the repo without its virtualenvs, with
+      # the PATH that `ray start` had on that node
+      echo "run_care.sh: python3 ($(command -v python3 || echo 'not on PATH')) lacks verl or care-verl and no" \
+           ".venv/.venv-ci here; set PYTHON=/abs/path/to/venv/bin/python (or start Ray from the activated venv)" >&2
+    fi
   fi
 fi
 

@@ -50,11 +50,54 @@ def external_modules() -> str:
     return ",".join(["verl_cpu", *recipe_modules.split(",")])
 
 
+# A smoke on several nodes: a TransferQueue storage unit on a lost node makes the trainer's next request
+# wait send/recv timeout x attempts + probe (transfer_queue's defaults 200 s x 3 + 10 s, read at import
+# in each worker); these bring that to under a minute. The environment's own values win.
+MULTINODE_TQ_ENV = {"TQ_SIMPLE_STORAGE_SEND_RECV_TIMEOUT": "20", "TQ_SIMPLE_STORAGE_MAX_ATTEMPTS": "2",
+                    "TQ_SIMPLE_STORAGE_PROBE_TIMEOUT": "5"}
+
+
+def existing_ray_cluster() -> str | None:
+    """The address verl's ``ray.init()`` will connect to, or None when it will start its own cluster.
+
+    Ray 2.60 ``ray.init(address=None)`` resolves the address with
+    ``services.canonicalize_bootstrap_address``: ``RAY_ADDRESS`` (set in a ``ray job submit``
+    entrypoint), else the cluster of the last ``ray start`` on this machine (``/tmp/ray/ray_current_cluster``).
+    Connecting to one, it refuses ``num_cpus`` and ``object_store_memory``.
+    """
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(None, None)
+
+
+def cluster_overrides(nnodes: int, existing_cluster: bool, environ=None) -> list[str]:
+    """The overrides that depend on where the run goes: ``nnodes`` nodes of one CPU "device" each
+    (verl_cpu counts logical CPUs as devices), one TransferQueue storage unit per node (placed
+    round-robin over the alive nodes, so every node holds data) and, with more than one node, short
+    TransferQueue timeouts; a cluster of its own (``existing_cluster`` False) gets the smoke's logical
+    CPUs and object store, which Ray refuses when it connects to a running cluster."""
+    environ = os.environ if environ is None else environ
+    overrides = [
+        "trainer.n_gpus_per_node=1",
+        f"trainer.nnodes={nnodes}",
+        # one storage process per node (verl's default starts 8 on a 2-core machine)
+        f"transfer_queue.backend.SimpleStorage.num_data_storage_units={nnodes}",
+    ]
+    if nnodes > 1:
+        overrides += [f"+ray_kwargs.ray_init.runtime_env.env_vars.{key}='{environ.get(key, value)}'"
+                      for key, value in MULTINODE_TQ_ENV.items()]
+    if not existing_cluster:
+        overrides += ["+ray_kwargs.ray_init.num_cpus=32", "+ray_kwargs.ray_init.object_store_memory=536870912"]
+    return overrides
+
+
 def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
-                  save_step: int, bench_files: list[str] = (), batch: int = BATCH, rollout_n: int = ROLLOUT_N) -> list[str]:
+                  save_step: int, bench_files: list[str] = (), batch: int = BATCH, rollout_n: int = ROLLOUT_N,
+                  nnodes: int = 1, existing_cluster: bool = False) -> list[str]:
     """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
     mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation.
-    ``batch`` prompts per step (one mini-batch), ``rollout_n`` responses each (CARE needs at least 1 + care.k)."""
+    ``batch`` prompts per step (one mini-batch), ``rollout_n`` responses each (CARE needs at least 1 + care.k).
+    ``nnodes``, ``existing_cluster``: :func:`cluster_overrides`."""
     from verl_cpu import CPU_CONFIG_OVERRIDES
     from verl_cpu.vllm_cpu import VLLM_CPU_OVERRIDES
 
@@ -74,9 +117,7 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.rollout.agent.num_workers=1",
-        # one process each on a 2-core machine (verl's defaults start 8 reward and 8 storage actors)
-        "reward.num_workers=1",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "reward.num_workers=1",  # one process on a 2-core machine (verl's default starts 8)
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
@@ -94,8 +135,6 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "actor_rollout_ref.ref.fsdp_config.param_offload=false",
         "actor_rollout_ref.model.use_remove_padding=false",  # Qwen2.5-VL mrope + packing fails on CPU (docs/verl-integration.md, "CPU runs")
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        "trainer.n_gpus_per_node=1",
-        "trainer.nnodes=1",
         f"trainer.total_training_steps={steps}",
         f"trainer.save_freq={save_step}",
         # with benchmarks: validate after the last step (verl always validates on it when test_freq > 0)
@@ -106,8 +145,7 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         f"trainer.experiment_name={algo}_smoke",
         f"trainer.default_local_dir={ckpt_dir}",
         "trainer.resume_mode=auto",
-        "+ray_kwargs.ray_init.num_cpus=32",
-        "+ray_kwargs.ray_init.object_store_memory=536870912",
+        *cluster_overrides(nnodes, existing_cluster),
         "+ray_kwargs.ray_init.include_dashboard=false",
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{external}'",
         "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu",

@@ -55,10 +55,11 @@ import time
 from pathlib import Path
 
 from evaluation.run_eval import lmms_eval_venv_ready
+from recipe.care.launch_args import detach_from_ray_job
 from report.load import read_metrics
 from smoke.console import ANSI, VERL_STEP_LINE, console_line, log, quiet_known_harmless
-from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, job_env, job_overrides,
-                           rgr_available, rgr_overrides)
+from smoke.cpu_run import (MAX_RESPONSE, SFT_BATCH, SFT_LR, SFT_MAX_LENGTH, SFT_STEPS, existing_ray_cluster, job_env,
+                           job_overrides, rgr_available, rgr_overrides)
 from smoke.run_state import open_run
 from smoke.tiny_data import build_bench_data, build_data, build_sft_data
 
@@ -132,8 +133,10 @@ def run_sft(python: str, base: Path, sft_data: Path, ckpt: Path, steps: int, met
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.unlink(missing_ok=True)
     # one process on the whole machine: both cores (the Ray jobs pin OMP to 1 thread per worker)
-    env = {**job_env(), "VERL_USE_EXTERNAL_MODULES": "verl_cpu,recipe.care.verl_fixes",
-           "VERL_FILE_LOGGER_PATH": str(metrics), "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))}
+    # torchrun's ranks are not Ray processes, even when the smoke runs as a `ray job submit` entrypoint
+    env = detach_from_ray_job({**job_env(), "VERL_USE_EXTERNAL_MODULES": "verl_cpu,recipe.care.verl_fixes",
+                               "VERL_FILE_LOGGER_PATH": str(metrics),
+                               "OMP_NUM_THREADS": str(max(1, min(4, os.cpu_count() or 1)))})
     cmd = [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
            "-m", "recipe.care.main_sft", *sft_overrides(base, sft_data, ckpt, steps)]
     log(f"cold-start SFT: torchrun -m recipe.care.main_sft ... ({steps} steps of {SFT_BATCH}, lr {SFT_LR})")
@@ -365,7 +368,11 @@ def print_summary(stages: list[str], result, runs: list, current: str, eval_resu
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m smoke", description=__doc__.split("\n\n")[0])
     p.add_argument("--algo", default=os.environ.get("ALGO", "care"), choices=["care", "grpo", "dapo", "gspo"])
-    p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")))
+    p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")),
+                   help="data, models, checkpoints, metrics, logs (default: $SMOKE_DIR, else $TMPDIR/care-verl-smoke); "
+                        "under `ray job submit` it must be absolute")
+    p.add_argument("--nnodes", type=int, default=int(os.environ.get("NNODES") or 1),
+                   help="Ray nodes (default: $NNODES, else 1): one CPU worker and one TransferQueue storage unit each")
     p.add_argument("--steps", type=int, default=3, help="total steps; the first run stops at steps-1 and saves")
     p.add_argument("--sft-steps", type=int, default=int(os.environ.get("SMOKE_SFT_STEPS", SFT_STEPS)),
                    help="cold-start SFT steps of the tiny model through verl's SFT trainer (default %(default)s)")
@@ -389,14 +396,27 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return p.parse_known_args(argv)
 
 
+def smoke_workdir(workdir: str, environ) -> Path:
+    """``workdir`` as an absolute path. In a ``ray job submit`` entrypoint (Ray sets
+    ``RAY_JOB_CONFIG_JSON_ENV_VAR`` there) the current folder is the job's temporary copy of the
+    repository, so a relative workdir would put data and checkpoints where nobody finds them."""
+    if not os.path.isabs(os.path.expanduser(workdir)) and "RAY_JOB_CONFIG_JSON_ENV_VAR" in environ:
+        raise SystemExit(f"[smoke] --workdir / SMOKE_DIR {workdir!r} is relative; inside a Ray job that is the job's "
+                         "temporary copy of the repository: give an absolute path (SMOKE_DIR=/abs/dir)")
+    return Path(workdir).expanduser().resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_prep.schema import BENCHMARKS
 
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     quiet_known_harmless()
     python = sys.executable
-    workdir = Path(args.workdir).resolve()
+    workdir = smoke_workdir(args.workdir, os.environ)
     workdir.mkdir(parents=True, exist_ok=True)
+    cluster = existing_ray_cluster()
+    log(f"workdir {workdir}; Ray: " + (f"the running cluster at {cluster}" if cluster else "a cluster of its own")
+        + f", {args.nnodes} node(s)")
     family = smoke_family(args.model)
 
     t0 = time.time()
@@ -427,11 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     # What shapes the training: the same command on the same workdir continues an unfinished run of this
     # plan (a killed or preempted smoke); anything else starts over.
     plan = {"algo": args.algo, "family": family, "steps": args.steps, "one_run": one_run, "save_freq": args.save_freq,
-            "sft_steps": args.sft_steps, "bench": bool(bench_files), "overrides": extra}
+            "sft_steps": args.sft_steps, "bench": bool(bench_files), "nnodes": args.nnodes, "overrides": extra}
     state, how = open_run(ckpt, plan, [name for name, _ in training] + (["eval"] if bench_raw is not None and args.eval else []),
                           sorted(metrics.glob(f"{run_tag}-run*.jsonl")), fresh=args.fresh)
     log(how)
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
+    where = {"nnodes": args.nnodes, "existing_cluster": cluster is not None}
     for i, (name, last) in enumerate(training):
         start = 1 if i == 0 else training[i - 1][1] + 1
         save = args.save_freq or last
@@ -442,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{label}: finished before, skipped")
         else:
             run_job(python, args.algo, job_overrides(args.algo, model, train_files, val_file, ckpt, last, save,
-                                                     bench_files) + extra, label, args.timeout,
+                                                     bench_files, **where) + extra, label, args.timeout,
                     metrics / f"{run_tag}-{'run1' if name == 'run' else name}.jsonl")
             state.finish(name)
         stages.append(f"{run_tag} {label}")

@@ -17,7 +17,7 @@ import os
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, MutableMapping
 
 from recipe.care.presets import DEFAULT_PRESET, PRESETS, get_preset
 
@@ -33,6 +33,12 @@ GREEDY_VAL_OVERRIDES = (
     "actor_rollout_ref.rollout.val_kwargs.temperature=0",
 )
 MAIN_SFT = "recipe.care.main_sft"
+# What a `ray job submit` entrypoint passes to its children that makes a torchrun rank act as a Ray
+# process (Ray 2.60 job_supervisor.py builds the entrypoint env from its actor's env plus RAY_ADDRESS
+# and the job config). The NOSET prefix covers every RAY_EXPERIMENTAL_NOSET_*_VISIBLE_DEVICES that
+# verl 0.9.1 verl/utils/ray_utils.py ray_noset_visible_devices() checks (a list local to that function).
+RAY_NOSET_PREFIX = "RAY_EXPERIMENTAL_NOSET_"
+RAY_JOB_ENV_VARS = ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR")
 
 
 class LaunchError(ValueError):
@@ -236,6 +242,23 @@ def sft_overrides(options: argparse.Namespace) -> list[str]:
         f"trainer.experiment_name={options.sft_experiment_name or run_name('sft', options.model)}",
         f"trainer.logger={options.logger}",
     ]
+
+
+def detach_from_ray_job(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Make ``env`` (in place; also returned) the environment of a torchrun SFT process, not a Ray one.
+
+    Inside a ``ray job submit`` entrypoint the env carries ``RAY_EXPERIMENTAL_NOSET_*`` (set on the job
+    supervisor actor), ``RAY_ADDRESS`` and the job config. With a NOSET var set, verl's
+    ``Worker._setup_env_cuda_visible_devices`` asks ``ray.get_runtime_context()`` for this process's
+    accelerator ids; that call auto-connects to the cluster as a driver, which holds no accelerators
+    (``KeyError: 'CPU'`` on the CPU platform, ``IndexError`` on GPU). Dropping them, and
+    ``RAY_ENABLE_AUTO_CONNECT=0`` (read when ``ray`` is imported), keeps the SFT ranks out of Ray:
+    any later Ray call fails instead of joining the cluster.
+    """
+    for key in [k for k in env if k.startswith(RAY_NOSET_PREFIX) or k in RAY_JOB_ENV_VARS]:
+        del env[key]
+    env["RAY_ENABLE_AUTO_CONNECT"] = "0"
+    return env
 
 
 def torchrun_command(python: str, options: argparse.Namespace, overrides: list[str]) -> list[str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipe.care.care_config import CareConfigError
-from recipe.care.launch_args import parse_launch_args, rl_overrides, sft_overrides, torchrun_command, usage
+from recipe.care.launch_args import (detach_from_ray_job, parse_launch_args, rl_overrides, sft_overrides,
+                                     torchrun_command, usage)
 from recipe.care.verl_compat import require_verl_attr
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
@@ -453,7 +454,8 @@ def run_sft_stage(options, overrides: list[str]) -> int:
         return sft_main([*stage_overrides, "--dry-run"])
     command = torchrun_command(sys.executable, options, stage_overrides)
     sys.stdout.flush()
-    os.execvp(command[0], command)
+    # torchrun's ranks are not Ray processes, even when this runs as a `ray job submit` entrypoint
+    os.execvpe(command[0], command, detach_from_ray_job(dict(os.environ)))
     return 0  # not reached: execvp replaces the process
 
 

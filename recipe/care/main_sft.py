@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from recipe.care.launch_args import detach_from_ray_job
 from recipe.care.verl_compat import require_verl_attr
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "config")
@@ -42,12 +43,18 @@ def hf_checkpoint_dir(config: DictConfig) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     dry_run = "--dry-run" in argv
+    if not dry_run:
+        if "RANK" not in os.environ:
+            raise SystemExit("recipe.care.main_sft: start it with torchrun (bash run_care.sh --stage sft does)")
+        # A torchrun started from a `ray job submit` entrypoint inherits Ray's job env, and verl's SFT
+        # worker then asks Ray for accelerator ids it has none of (KeyError: 'CPU' / IndexError): see
+        # detach_from_ray_job. First thing, since composing the config already imports ray, which reads
+        # RAY_ENABLE_AUTO_CONNECT at import.
+        detach_from_ray_job(os.environ)
     config = compose_sft_config([a for a in argv if a != "--dry-run"])
     if dry_run:
         print(OmegaConf.to_yaml(config, resolve=True))
         return 0
-    if "RANK" not in os.environ:
-        raise SystemExit("recipe.care.main_sft: start it with torchrun (bash run_care.sh --stage sft does)")
     # verl's hydra entry (sft_trainer.main) does exactly these two calls.
     auto_set_device = require_verl_attr("verl.utils.device", "auto_set_device")
     run_sft = require_verl_attr("verl.trainer.sft_trainer", "run_sft")

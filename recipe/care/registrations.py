@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 WORKER_MODULES = ("recipe.care.reward_manager", "recipe.care.adv_estimator", "recipe.care.policy_loss",
                   "recipe.care.verl_fixes")
 ENV = "VERL_USE_EXTERNAL_MODULES"
+# The line a worker prints when the check passes (a multi-node check greps the job's log for it).
+PASSED = "care-verl: recipe registrations present in"
 
 
 class RecipeNotRegistered(RuntimeError):
@@ -66,3 +68,13 @@ def require_recipe_registrations(where: str, required: Iterable[str] = WORKER_MO
     missing = missing_registrations(os.environ, sys.modules, required)
     if missing:
         raise RecipeNotRegistered(registration_error(where, missing, os.environ, required))
+    print(f"{PASSED} {where} (node {_node_id()}, pid {os.getpid()})", flush=True)
+
+
+def _node_id() -> str:
+    """This Ray node's id; "none" outside Ray (asking Ray then would start a cluster)."""
+    if "ray" not in sys.modules:
+        return "none"
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "none"

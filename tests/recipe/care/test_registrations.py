@@ -11,6 +11,7 @@ import yaml
 
 from recipe.care.main_care import compose_config
 from recipe.care.registrations import (
+    PASSED,
     WORKER_MODULES,
     RecipeNotRegistered,
     missing_registrations,
@@ -40,7 +41,7 @@ def test_missing_registrations_lists_unlisted_and_unloaded_modules():
     assert missing_registrations(listed, WORKER_MODULES[1:]) == [WORKER_MODULES[0]]
 
 
-def test_check_outside_ray_is_silent_and_forced_check_names_the_fix(monkeypatch):
+def test_check_outside_ray_is_silent_and_forced_check_names_the_fix(monkeypatch, capsys):
     monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES", raising=False)
     require_recipe_registrations("a plain test process")  # no Ray actor: no check
     with pytest.raises(RecipeNotRegistered) as err:
@@ -51,7 +52,9 @@ def test_check_outside_ray_is_silent_and_forced_check_names_the_fix(monkeypatch)
     monkeypatch.setenv("VERL_USE_EXTERNAL_MODULES", ",".join(WORKER_MODULES))
     for module in WORKER_MODULES:
         __import__(module)
+    capsys.readouterr()
     require_recipe_registrations("probe worker", force=True)
+    assert capsys.readouterr().out.startswith(f"{PASSED} probe worker (node none, pid ")  # what a log check greps
 
 
 def _probe(mode: str) -> None:
