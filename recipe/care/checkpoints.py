@@ -421,7 +421,7 @@ def trim_jsonl(path: str | os.PathLike, max_step: int, step_of: Callable[[dict],
             continue
         kept_lines.append(line)
     result = TrimResult(len(kept_lines), dropped, torn, bad)
-    if result.changed and not kept_lines:
+    if not kept_lines:
         path.unlink()  # an empty JSON-lines file is not a valid one for its readers (report/load.py)
         _fsync_dir(path.parent)
     elif result.changed:
