@@ -241,8 +241,6 @@ def test_the_eval_stage_gets_its_table_without_matplotlib():
 
 def test_metrics_moved_aside_merge_in_run_order_not_text_order(tmp_path):
     """metrics.10.jsonl was written after metrics.2.jsonl (and metrics.jsonl last): the later file wins."""
-    from report.load import load_run
-
     for name, value in (("metrics.2.jsonl", 2), ("metrics.10.jsonl", 10), ("metrics.jsonl", 11), ("metrics.1.jsonl", 1)):
         (tmp_path / name).write_text(json.dumps({"step": 3, "data": {"x": value}}) + "\n")
     assert load_run(str(tmp_path)).steps[3]["x"] == 11
