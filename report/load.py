@@ -174,6 +174,17 @@ def _read_eval(path: Path, run: Run, strict: bool = True) -> None:
     run.sources.append(str(path))
 
 
+def _metrics_order(path: Path) -> tuple[str, str, float]:
+    """Files of one run in the order they were written: ``metrics.1.jsonl``, ``metrics.2.jsonl``, ...,
+    ``metrics.10.jsonl`` (moved aside by earlier runs, numbered in order), then ``metrics.jsonl``
+    (the newest), so that a later file wins; names sort numerically, not as text."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    base, _, number = stem.rpartition(".")
+    if base and number.isdigit():
+        return str(path.parent), base, int(number)
+    return str(path.parent), stem, math.inf
+
+
 def _scan_folder(folder: Path, run: Run) -> None:
     metrics, records, evals = [], [], []
     for depth in range(_MAX_DEPTH + 1):
@@ -189,7 +200,7 @@ def _scan_folder(folder: Path, run: Run) -> None:
         records.append(folder)
     if not metrics and not records:
         raise ReportInputError(f"{folder}: no verl file-logger metrics (*.jsonl) and no {RECORDS_DIR}/ folder in it")
-    for path in metrics:
+    for path in sorted(metrics, key=_metrics_order):
         _read_metrics(path, run)
     for path in records:
         _read_records(path, run)

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recipe.care.care_config import CareConfigError
+from recipe.care.checkpoints import FILE_LOGGER_ENV, move_aside
 from recipe.care.launch_args import (detach_from_ray_job, parse_launch_args, rl_overrides, sft_overrides,
                                      torchrun_command, usage)
 from recipe.care.verl_compat import require_verl_attr
@@ -314,7 +315,6 @@ def _task_runner_class():
     return ray.remote(CareTaskRunner)
 
 
-FILE_LOGGER_ENV = "VERL_FILE_LOGGER_PATH"
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -343,15 +343,11 @@ def set_file_logger_path(config: DictConfig, environ=None) -> str | None:
 
 def keep_previous_metrics(path: str) -> str | None:
     """verl's FileLogger opens its file with mode "wb": a resumed run would erase the earlier steps.
-    Move a non-empty earlier file aside (metrics.1.jsonl, metrics.2.jsonl, ...); returns where."""
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return None
-    stem, ext = os.path.splitext(path)
-    k = 1
-    while os.path.exists(f"{stem}.{k}{ext}"):
-        k += 1
-    os.replace(path, f"{stem}.{k}{ext}")
-    return f"{stem}.{k}{ext}"
+    Move a non-empty earlier file aside (metrics.1.jsonl, metrics.2.jsonl, ...: one above the highest
+    number there); returns where. The trainer cuts the aside files back to the resumed step
+    (``SyncTrainerWithBenchmarkMacro.fit``)."""
+    moved = move_aside(path)
+    return str(moved) if moved else None
 
 
 def prepare_launch(config: DictConfig) -> None:

@@ -21,6 +21,7 @@ verifier correctness, think/answer spans, think embeddings and old log-probs. So
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,10 @@ import numpy as np
 import ray
 import torch
 import transfer_queue as tq
+from omegaconf import OmegaConf, open_dict
 from tensordict import TensorDict
+
+from recipe.care import checkpoints, fault_points
 
 from recipe.care.bench_metrics import macro_benchmark_metrics
 from recipe.care.care_config import CareConfig
@@ -375,6 +379,137 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         metric_dict.update(macro_benchmark_metrics(metric_dict))
         return metric_dict
 
+    # ------------------------------------------------------------ checkpoints that survive a kill
+    # verl 0.9.1 writes every checkpoint file in place and commits with a truncate-then-write tracker;
+    # its actor rotation (trainer.max_actor_ckpt_to_keep) deletes the previous actor folder before the
+    # tracker moves on. The overrides below keep verl's save and load and add a completion mark, an
+    # atomic tracker and a rotation that runs last (recipe/care/checkpoints.py, docs/verl-integration.md).
+
+    def _checkpoint_root(self) -> str:
+        # verl 0.9.1 _load_checkpoint joins a relative default_local_dir to this process's cwd; so do we.
+        return os.path.abspath(str(self.config.trainer.default_local_dir))
+
+    def _checkpoints_to_keep(self) -> int | None:
+        """The user's retention (verl's keys), applied by :func:`recipe.care.checkpoints.rotate`."""
+        trainer = self.config.trainer
+        return 1 if trainer.get("remove_previous_ckpt_in_save", False) else trainer.get("max_actor_ckpt_to_keep", None)
+
+    def _check_checkpoint_mode(self) -> None:
+        ckpt = self.config.actor_rollout_ref.actor.get("checkpoint", {}) or {}
+        if ckpt.get("async_save", False):
+            raise checkpoints.CheckpointError(
+                "actor_rollout_ref.actor.checkpoint.async_save=true: verl 0.9.1 returns before the shards are written "
+                "and skips the tracker, so no checkpoint could be marked complete; set it to false")
+
+    # verl 0.9.1 trainer_base._save_checkpoint (actor, critic, data.pt, then the tracker written in place).
+    def _save_checkpoint(self):
+        step, root = self.global_steps, self._checkpoint_root()
+        folder = checkpoints.step_dir(root, step)
+        fault_points.reached("ckpt/start", step)
+        self._check_checkpoint_mode()
+        records = getattr(self, "care_records", None)
+        if records is not None:
+            records.flush()  # "checkpoint N exists" implies "records of steps <= N are on disk"
+        # A killed save of this step (or a discarded timeline's) leaves files verl would overwrite one by one.
+        checkpoints.remove_step_dir(folder)
+        keep = self._checkpoints_to_keep()
+        trainer = self.config.trainer
+        verl_rotation = {key: trainer.get(key, None) for key in
+                         ("max_actor_ckpt_to_keep", "max_critic_ckpt_to_keep", "remove_previous_ckpt_in_save")}
+        wg = self.actor_rollout_wg
+        own_attr = "save_checkpoint" in vars(wg)  # verl binds worker methods on the instance
+        save_actor = wg.save_checkpoint
+
+        def save_actor_then_fault(*args, **kwargs):
+            result = save_actor(*args, **kwargs)
+            fault_points.reached("ckpt/after_actor", step)
+            return result
+
+        with open_dict(trainer):  # verl's rotation deletes before the new checkpoint is committed
+            trainer.max_actor_ckpt_to_keep = None
+            trainer.max_critic_ckpt_to_keep = None
+            trainer.remove_previous_ckpt_in_save = False
+        wg.save_checkpoint = save_actor_then_fault
+        try:
+            super()._save_checkpoint()
+        finally:
+            if own_attr:
+                wg.save_checkpoint = save_actor
+            else:
+                del wg.save_checkpoint
+            with open_dict(trainer):
+                for key, value in verl_rotation.items():
+                    trainer[key] = value
+        # verl has just written the tracker with open("w") + write: a kill inside that leaves it empty or
+        # torn. The mark, then an atomic rewrite of the same tracker, follow at once; a load repairs a
+        # torn tracker from the marks and the folders (checkpoints.resolve_resume).
+        fault_points.reached("ckpt/after_data", step)
+        checkpoints.write_mark(folder, step, world_size=wg.world_size)
+        fault_points.reached("ckpt/after_mark", step)
+        checkpoints.write_tracker(root, step)
+        fault_points.reached("ckpt/after_tracker", step)
+        checkpoints.rotate(root, keep, step, log=logger.warning)
+        fault_points.reached("ckpt/after_rotation", step)
+
+    # verl 0.9.1 trainer_base._load_checkpoint (tracker -> global_step_N; an empty tracker raises, one that
+    # names a missing folder silently trains from scratch, an incomplete folder fails mid-load).
+    def _load_checkpoint(self):
+        self._check_checkpoint_mode()
+        trainer = self.config.trainer
+        world_size = self.actor_rollout_wg.world_size
+        if trainer.resume_mode == "auto":
+            checkpoints.resolve_resume(self._checkpoint_root(), world_size=world_size, log=logger.warning)
+        elif trainer.resume_mode == "resume_path":
+            folder = os.path.abspath(str(trainer.resume_from_path))
+            why = checkpoints.why_incomplete(folder)
+            if why is not None:
+                raise checkpoints.CheckpointError(f"trainer.resume_from_path={folder}: not a complete checkpoint ({why})")
+            saved = checkpoints.checkpoint_world_size(folder)
+            if saved is not None and saved != world_size:
+                raise checkpoints.CheckpointError(
+                    f"{folder}: saved by {saved} actor ranks, this run has {world_size}; the FSDP shards only load "
+                    f"with the same world size")
+        return super()._load_checkpoint()
+
+    # verl 0.9.1 trainer_base._update_actor: a kill test stops the job while the update is in flight.
+    def _update_actor(self, batch, metrics):
+        fault_points.reached("update_actor", self.global_steps, block=False)
+        return super()._update_actor(batch, metrics)
+
+    def _metrics_path(self) -> str | None:
+        """verl's FileLogger file for this run (None without a file logger): the env var the launcher put in
+        the runtime env (recipe/care/main_care.py set_file_logger_path), else the config's copy."""
+        loggers = self.config.trainer.logger
+        if "file" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+            return None
+        env_vars = OmegaConf.select(self.config, "ray_kwargs.ray_init.runtime_env.env_vars") or {}
+        return os.environ.get(checkpoints.FILE_LOGGER_ENV) or env_vars.get(checkpoints.FILE_LOGGER_ENV)
+
+    def _appended_outputs(self) -> list[str]:
+        """The JSON-lines files earlier runs of this folder appended to, cut back on a resume."""
+        path = self._metrics_path()
+        return [str(p) for p in checkpoints.aside_files(path)] if path else []
+
+    def _trim_to_resumed_step(self) -> None:
+        """Before training resumes at step N + 1: each appended output keeps steps <= N, no torn line.
+
+        verl's FileLogger truncates its file when it opens it, so a file still there is moved aside first
+        (the launcher normally did: main_care.keep_previous_metrics); rows of steps after N belong to the
+        discarded timeline and are written again.
+        """
+        path = self._metrics_path()
+        if path:
+            moved = checkpoints.move_aside(path)
+            if moved:
+                logger.warning("care: earlier step metrics kept as %s", moved)
+        checkpoints.trim_files(self._appended_outputs(), self.global_steps, log=logger.warning)
+
+    # verl 0.9.1 trainer_base.fit(agent_loop_manager): self.global_steps is the resumed step N here
+    # (_load_checkpoint ran in init()), and the file logger opens its file inside.
+    def fit(self, *args, **kwargs):
+        self._trim_to_resumed_step()
+        return super().fit(*args, **kwargs)
+
 
 @register_trainer(BASELINE_TRAINER_NAME)
 class BaselinePPOTrainer(SyncTrainerWithBenchmarkMacro):
@@ -404,6 +539,12 @@ class CarePPOTrainer(SyncTrainerWithBenchmarkMacro):
             REPAIRS_FILE: build_repair_records(step, uid, rgr, seq_adv, acc, reflected, think_len, answer_len,
                                                info["group_id"], config, settings),
         })
+
+    def _appended_outputs(self) -> list[str]:
+        outputs = super()._appended_outputs()
+        if getattr(self, "care_records", None) is not None:
+            outputs += [str(self.care_records.directory / name) for name in (GROUPS_FILE, REPAIRS_FILE)]
+        return outputs
 
     # verl 0.9.1 trainer_base.py fit(agent_loop_manager): returns after the last step (no on_train_end then)
     def fit(self, *args, **kwargs):

@@ -237,3 +237,12 @@ def test_the_eval_stage_gets_its_table_without_matplotlib():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_metrics_moved_aside_merge_in_run_order_not_text_order(tmp_path):
+    """metrics.10.jsonl was written after metrics.2.jsonl (and metrics.jsonl last): the later file wins."""
+    for name, value in (("metrics.2.jsonl", 2), ("metrics.10.jsonl", 10), ("metrics.jsonl", 11), ("metrics.1.jsonl", 1)):
+        (tmp_path / name).write_text(json.dumps({"step": 3, "data": {"x": value}}) + "\n")
+    assert load_run(str(tmp_path)).steps[3]["x"] == 11
+    (tmp_path / "metrics.jsonl").unlink()
+    assert load_run(str(tmp_path)).steps[3]["x"] == 10

@@ -96,13 +96,16 @@ def test_trainer_is_registered_and_behaves_as_sync():
 
 def test_baseline_trainer_is_verls_sync_trainer_plus_the_benchmark_macro(monkeypatch):
     """ALGO=grpo|dapo|gspo run care_baseline_sync: none of CARE's overrides, but the same
-    val-core/macro/acc (the six benchmarks only) as CARE, so the A/B compares one number."""
+    val-core/macro/acc (the six benchmarks only) as CARE, so the A/B compares one number, and the
+    same kill-safe checkpoints (test_trainer_checkpoints.py)."""
     from data_prep.schema import BENCHMARKS
-    from recipe.care.trainer import BaselinePPOTrainer, PPOTrainerSync
+    from recipe.care.trainer import BaselinePPOTrainer, PPOTrainerSync, SyncTrainerWithBenchmarkMacro
 
     assert get_trainer_cls("care_baseline_sync") is BaselinePPOTrainer
-    for name in ("_compute_advantage", "_compute_old_log_prob", "_init_resource_pool_mgr", "fit", "__init__"):
+    for name in ("_compute_advantage", "_compute_old_log_prob", "_init_resource_pool_mgr", "__init__"):
         assert getattr(BaselinePPOTrainer, name) is getattr(PPOTrainerSync, name), name
+    for name in ("fit", "_save_checkpoint", "_load_checkpoint", "_update_actor"):
+        assert getattr(BaselinePPOTrainer, name) is getattr(SyncTrainerWithBenchmarkMacro, name), name
     trainer = object.__new__(BaselinePPOTrainer)
     trainer.trainer_mode = "care_baseline_sync"
     assert trainer.trainer_mode == "sync" and trainer.registered_mode == "care_baseline_sync"

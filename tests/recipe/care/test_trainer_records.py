@@ -4,6 +4,8 @@ line per RGR attempt read from the rows' extra_fields["rgr"]."""
 
 import json
 
+from omegaconf import OmegaConf
+
 import recipe.care.trainer as care_trainer
 from recipe.care.group_records import RecordsWriter
 from tests.recipe.care.test_trainer_advantage import FakeTQ, batch, make_trainer  # noqa: F401  (batch: fixture)
@@ -14,6 +16,7 @@ def records_trainer(tokenizer, tmp_path, step):
     trainer.care_records = RecordsWriter(tmp_path / "care_records")
     trainer.care_rgr_settings = {"mode": "rederive", "cue": "CUE"}
     trainer.global_steps = step
+    trainer.config = OmegaConf.create({"trainer": {"logger": ["console"]}})
     return trainer
 
 
