@@ -26,12 +26,18 @@ def test_kill_job_kills_the_tree_and_the_detached_processes_of_the_job(tmp_path)
     # a child, and a process that left the tree (setsid + double fork) like Ray's daemons may
     script = "sleep 300 & (setsid sleep 301 &); wait"
     root = subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
-    deadline = time.time() + 10
-    while len(kill_resume.job_processes(fault_dir, root.pid)) < 3 and time.time() < deadline:
+    deadline = time.time() + 30
+
+    def settled():  # the subshell that detached the second sleep has exited
+        procs = kill_resume.job_processes(fault_dir, root.pid)
+        tree = {root.pid, *(p.pid for p in psutil.Process(root.pid).children(recursive=True))}
+        return procs, {p.pid for p in procs} - tree
+
+    procs, outside = settled()
+    while not (len(procs) == 3 and len(outside) == 1) and time.time() < deadline:
         time.sleep(0.1)
-    procs = kill_resume.job_processes(fault_dir, root.pid)
-    tree = {root.pid, *(p.pid for p in psutil.Process(root.pid).children(recursive=True))}
-    assert len(procs) == 3 and len({p.pid for p in procs} - tree) == 1  # one left the tree
+        procs, outside = settled()
+    assert len(procs) == 3 and len(outside) == 1  # the root, its child, and one that left the tree
     assert kill_resume.kill_job(fault_dir, root.pid) >= 3
     root.wait(10)
     alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
