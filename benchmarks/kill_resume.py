@@ -107,13 +107,9 @@ def kill_job(fault_dir: Path, root_pid: int) -> int:
 
 def checkpoint_state(ckpt: Path) -> tuple[int | None, list[int]]:
     """(the tracker's step, the steps whose folder is complete) as a resume would find them."""
-    try:
-        tracker = int((ckpt / "latest_checkpointed_iteration.txt").read_text().strip())
-    except (OSError, ValueError):
-        tracker = None
-    complete = sorted(int(d.name.split("_")[-1]) for d in ckpt.glob("global_step_*")
-                      if (d / "data.pt").exists() and (d / "actor" / "extra_state_world_size_1_rank_0.pt").exists())
-    return tracker, complete
+    from recipe.care.checkpoints import is_complete, read_tracker, step_dirs
+
+    return read_tracker(ckpt)[0], sorted(step for step, folder in step_dirs(ckpt).items() if is_complete(folder))
 
 
 def metrics_files(workdir: Path, run: str) -> list[Path]:
