@@ -195,3 +195,36 @@ def build_bench_data(workdir: Path, tokenizer_dir: Path, python: str) -> tuple[P
     if missing:
         raise RuntimeError(f"build_bench.py wrote no {', '.join(missing)} parquet into {out}")
     return out, raw
+
+
+POISON_KINDS = ("image_undecodable", "prompt_missing", "gold_missing", "prompt_too_long", "gold_unparseable")
+
+
+def poison_shard(path: Path, n: int, seed: int = 0) -> list[dict]:
+    """Overwrite ``n`` rows of a verl training parquet in place with poisoned copies, cycling through
+    :data:`POISON_KINDS` (an undecodable image, prompt None, no gold, a 200k-character prompt, a gold the
+    verifier cannot parse); the rows keep their ``extra_info`` id. Returns ``[{"row", "id", "kind"}]``.
+    Not used by the default smoke data; for kill/poison runs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    picks = random.Random(seed).sample(range(len(rows)), min(n, len(rows)))
+    done = []
+    for k, i in enumerate(picks):
+        kind, row = POISON_KINDS[k % len(POISON_KINDS)], rows[i]
+        if kind == "image_undecodable" and row.get("images"):
+            row["images"] = [{"bytes": b"\x89PNG poisoned", "path": None} for _ in row["images"]]
+        elif kind == "image_undecodable" or kind == "prompt_missing":
+            kind, row["prompt"] = "prompt_missing", None
+        elif kind == "gold_missing":
+            row["reward_model"] = {**row["reward_model"], "ground_truth": ""}
+        elif kind == "prompt_too_long":
+            row["prompt"] = [{**row["prompt"][0], "content": row["prompt"][0]["content"] + " x" * 100_000},
+                             *row["prompt"][1:]]
+        else:
+            row["reward_model"] = {**row["reward_model"], "ground_truth": "\\frac{{{"}
+        done.append({"row": i, "id": (row.get("extra_info") or {}).get("id"), "kind": kind})
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return done

@@ -23,6 +23,7 @@ from types import ModuleType
 from verifiers import benchmarks, chartqa, geometry3k, virl39k
 from verifiers.bounded import has_control_chars
 from verifiers.format import check_format, extract_answer, find_tags
+from verifiers.math_equal import GOLD_UNPARSEABLE
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ ALIASES: dict[str, str] = {
     "lmms-lab/mmmu": "mmmu",
 }
 RESULT_KEYS = ("score", "acc", "format", "pred", "verifier", "reason")
+INTERNAL_ERROR = "internal_error"  # reason prefix: the verifier itself raised (``internal_error:<Exc>``)
 
 
 class UnknownDataSourceError(ValueError):
@@ -78,6 +80,18 @@ def _ground_truths(ground_truth, name: str) -> list[str]:
     if len(golds) > 1 and name != "chartqa":
         raise ValueError(f"{name}: expected one ground truth, got {len(golds)}: {golds!r}")
     return golds
+
+
+def parse_ground_truths(ground_truth, data_source) -> list[str]:
+    """The non-empty gold strings of a row (see :func:`verify`); raises ``ValueError`` (or
+    :class:`UnknownDataSourceError`) for a row that cannot be graded at all."""
+    return _ground_truths(ground_truth, resolve_source(data_source))
+
+
+def is_ungraded(reason: str) -> bool:
+    """Whether ``reason`` says the sample could not be graded (bad gold, verifier bug): its ``acc = 0``
+    is no verdict on the answer and must not be learned from as a wrong one."""
+    return reason == GOLD_UNPARSEABLE or str(reason).startswith(INTERNAL_ERROR)
 
 
 def _loggable(pred: str | None) -> str:
@@ -132,7 +146,7 @@ def verify(data_source, response, ground_truth, extra_info=None, format_weight: 
             acc = int(bool(ok))
     except Exception as exc:  # a verifier bug must not zero a batch silently: count it in `reason`, log it
         logger.exception("care verifiers: %s verifier failed on %r", name, (pred or text)[:200])
-        acc, reason = 0, f"internal_error:{type(exc).__name__}"
+        acc, reason = 0, f"{INTERNAL_ERROR}:{type(exc).__name__}"
 
     w = float(format_weight)
     return {
@@ -146,4 +160,5 @@ def verify(data_source, response, ground_truth, extra_info=None, format_weight: 
 
 
 __all__ = ["verify", "resolve_source", "known_sources", "UnknownDataSourceError", "VERIFIERS", "ALIASES",
-           "RESULT_KEYS", "DEFAULT_FORMAT_WEIGHT", "check_format", "extract_answer"]
+           "RESULT_KEYS", "GOLD_UNPARSEABLE", "INTERNAL_ERROR", "is_ungraded", "parse_ground_truths",
+           "DEFAULT_FORMAT_WEIGHT", "check_format", "extract_answer"]

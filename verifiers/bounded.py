@@ -183,7 +183,9 @@ def _worker_compare(gold: str, pred: str) -> dict:
 
     g, p = _parse_latex(gold), _parse_latex(pred)
     if not g or not p:
-        return {"parsed": False, "equal": False, "gold_value": None, "pred_value": None, "inexact": False}
+        # ``gold_parsed`` tells a data error (the gold) from a bad prediction.
+        return {"parsed": False, "gold_parsed": bool(g), "equal": False, "gold_value": None, "pred_value": None,
+                "inexact": False}
     equal = bool(verify(list(g), list(p), timeout_seconds=None))
     # ``inexact``: math-verify decided with its 6-decimal float rounding; the parent re-decides numbers.
     return {"parsed": True, "equal": equal, "gold_value": value(g), "pred_value": value(p),

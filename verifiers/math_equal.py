@@ -58,6 +58,10 @@ from verifiers.bounded import MAX_EXPR_CHARS, prescreen, symbolic_compare
 from verifiers.normalize import (clean_math, has_relation, inequality_signature, looks_like_interval, looks_textual,
                                  normalize_text, parse_number)
 
+# The gold (data, not model output) is refused by the prescreen or by the parser: the sample cannot be
+# graded, which is not a wrong answer (an unparseable *prediction* is ``unparseable``).
+GOLD_UNPARSEABLE = "gold_unparseable"
+
 DEFAULT_ROUNDING_REL_TOL = 0.01
 # Evaluation noise allowed between a computed value and the gold, relative to the gold. sympy
 # evaluates to 30 digits and the float it returns is correctly rounded (~1e-16 relative), so 1e-9
@@ -133,16 +137,17 @@ def math_equal(gold: str, pred: str, *, timeout_s: float | None = None, rounding
         if ng is not None and ng == np_:
             return True, "normalized"
 
-    for side in (p, g):
-        reason = prescreen(side)
-        if reason is not None:
-            return False, reason
+    if prescreen(g) is not None:  # the gold itself must not reach the parser: a data error, not a wrong answer
+        return False, GOLD_UNPARSEABLE
+    reason = prescreen(p)
+    if reason is not None:
+        return False, reason
 
     reply = symbolic_compare(g, p, timeout_s)
     if "error" in reply:
         return False, reply["error"]
     if not reply["parsed"]:
-        return False, "unparseable"
+        return False, "unparseable" if reply.get("gold_parsed", True) else GOLD_UNPARSEABLE
     gv, pv = reply["gold_value"], reply["pred_value"]
     if gv is not None and pv is not None and math.isfinite(gv) and math.isfinite(pv):
         if not reply.get("inexact"):

@@ -20,11 +20,16 @@ Users of ``reward.custom_reward_function`` (any reward manager) can point it at 
 
 Every sample's ``reward_extra_info`` has the same keys: ``acc`` (0/1, CARE's gate, read by the
 trainer from ``extra_fields``), ``format`` (0/1), ``score``, ``verifier``, ``pred`` (the extracted
-answer; verl uses it for maj@N in validation) and ``reason``. verl logs the numeric ones per data
-source in validation.
+answer; verl uses it for maj@N in validation), ``reason`` and ``failed`` (0/1). verl logs the numeric
+ones per data source in validation.
 
-An unknown ``data_source`` raises :class:`verifiers.UnknownDataSourceError` naming the known
-sources: the reward step fails loudly instead of scoring a whole source 0 for a whole run.
+``failed = 1`` marks a sample that could not be graded: scoring raised (an unknown ``data_source``,
+``reward_model`` None, a missing gold: reason ``reward_error:<Exc>``), the verifier raised
+(``internal_error:<Exc>``) or the gold is unparseable (``gold_unparseable``). Such a sample fails
+alone, not its group or the step: it gets ``acc = 0`` and ``score = 0`` so every result keeps the
+same keys, one log line names its row (``extra_info`` id/index, ``data_source``), and the trainers
+(``recipe/care/trainer.py``) keep it out of the learning signal and count it (``reward/failed_samples``,
+``reward/reason/<reason>``) instead of treating it as a wrong answer.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ import inspect
 import logging
 from functools import partial
 
+from recipe.care.dataset import row_id
 from recipe.care.verl_compat import require_verl_attr
-from verifiers import UnknownDataSourceError, resolve_source, verify
+from verifiers import RESULT_KEYS, UnknownDataSourceError, is_ungraded, verify
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,41 @@ VERIFY_OPTIONS = frozenset(
 _VERL_CALL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
 
 
+FAILED_KEY = "failed"
+REWARD_ERROR = "reward_error"  # reason prefix: scoring the sample raised (``reward_error:<Exc>``)
+
+
+def failed_result(reason: str, verifier: str = "") -> dict:
+    """The result of a sample that could not be graded: :data:`verifiers.RESULT_KEYS` plus ``failed = 1``."""
+    result = {"score": 0.0, "acc": 0, "format": 0, "pred": "", "verifier": verifier, "reason": reason}
+    assert tuple(result) == RESULT_KEYS
+    return {**result, FAILED_KEY: 1}
+
+
+def with_failed_flag(result: dict) -> dict:
+    """``result`` (:func:`verifiers.verify`'s) with ``failed`` set from its reason (see :func:`verifiers.is_ungraded`);
+    an ungraded sample scores 0 (no format credit either), like :func:`failed_result`."""
+    if is_ungraded(result["reason"]):
+        return {**result, "score": 0.0, FAILED_KEY: 1}
+    return {**result, FAILED_KEY: 0}
+
+
+def safe_verify(data_source, response, ground_truth, extra_info=None, **options) -> dict:
+    """:func:`verifiers.verify` that fails one sample instead of raising: any exception becomes
+    :func:`failed_result` with reason ``reward_error:<Exc>``, logged with the row's id and source."""
+    try:
+        result = with_failed_flag(verify(data_source, response, ground_truth, extra_info, **options))
+    except Exception as exc:
+        result = failed_result(f"{REWARD_ERROR}:{type(exc).__name__}")
+        logger.error("care: reward failed for row id=%s source=%s: %s: %s", row_id(extra_info), data_source,
+                     type(exc).__name__, str(exc)[:300])
+        return result
+    if result[FAILED_KEY]:
+        logger.warning("care: reward failed for row id=%s source=%s: %s", row_id(extra_info), data_source,
+                       result["reason"])
+    return result
+
+
 def verify_options(options) -> dict:
     """The verifier options in ``options`` (a dict or DictConfig); unknown keys are an error."""
     options = dict(options or {})
@@ -73,7 +114,7 @@ def verify_options(options) -> dict:
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
     """verl ``custom_reward_function`` entry point: :func:`verifiers.verify` with verl's signature."""
     options = verify_options({k: v for k, v in kwargs.items() if k not in _VERL_CALL_KWARGS})
-    return verify(data_source, solution_str, ground_truth, extra_info, **options)
+    return safe_verify(data_source, solution_str, ground_truth, extra_info, **options)
 
 
 # Overrides RewardManagerBase.__init__ / run_single of verl 0.9.1 (same contract as its NaiveRewardManager:
@@ -99,10 +140,12 @@ class CareRewardManager(RewardManagerBase):
         valid_length = int(item.batch["attention_mask"][-response_ids.shape[-1]:].sum())
         valid_ids = response_ids[:valid_length]
 
-        data_source = item.non_tensor_batch["data_source"]
-        resolve_source(data_source)  # unknown source: clear error now, not a silent 0
-        ground_truth = item.non_tensor_batch["reward_model"]["ground_truth"]
+        data_source = item.non_tensor_batch.get("data_source", None)
         extra_info = item.non_tensor_batch.get("extra_info", None)
+        # A row that cannot be scored (reward_model None, no gold, unknown source) fails this sample
+        # only, through safe_verify's failed result; raising here would fail the whole group.
+        reward_model = item.non_tensor_batch.get("reward_model", None)
+        ground_truth = reward_model.get("ground_truth", None) if isinstance(reward_model, dict) else None
 
         # The running loop, not the one captured at construction (verl's base class stores one in
         # __init__); they differ when the manager is built outside the loop that drives it.
@@ -111,7 +154,7 @@ class CareRewardManager(RewardManagerBase):
             None, partial(self.tokenizer.decode, valid_ids, skip_special_tokens=True)
         )
         result = await loop.run_in_executor(
-            None, partial(verify, data_source, response_str, ground_truth, extra_info, **self.options)
+            None, partial(safe_verify, data_source, response_str, ground_truth, extra_info, **self.options)
         )
         return {"reward_score": result["score"], "reward_extra_info": result}
 
@@ -123,4 +166,5 @@ else:
     # canonical, registered class so one process never holds two different "care" managers.
     from recipe.care.reward_manager import CareRewardManager, compute_score  # noqa: F811
 
-__all__ = ["CareRewardManager", "compute_score", "REGISTRY_NAME", "UnknownDataSourceError"]
+__all__ = ["CareRewardManager", "compute_score", "safe_verify", "failed_result", "REGISTRY_NAME", "FAILED_KEY",
+           "UnknownDataSourceError"]

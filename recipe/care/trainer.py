@@ -33,19 +33,21 @@ from omegaconf import OmegaConf, open_dict
 from tensordict import TensorDict
 
 from recipe.care import checkpoints, fault_points
-
 from recipe.care.bench_metrics import macro_benchmark_metrics
 from recipe.care.care_config import CareConfig
 from recipe.care.config_loader import care_config_of
 from recipe.care.core_algos import compute_care_advantages
+from recipe.care.dataset import SKIPPED_KEY, row_id
 from recipe.care.group_records import GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records, build_repair_records
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.reward_manager import FAILED_KEY
 from recipe.care.rgr import rgr_step_metrics
 from recipe.care.span_records import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
 from recipe.care.spans import ResponseSpans, compute_response_spans
 from recipe.care.think_embedding import response_pool_mask
-from recipe.care.verl_compat import require_verl_attr
 from recipe.care.think_embedding_tap import EMB_FLAG, POOL_MASK, THINK_EMB, CareActorRolloutRefWorker
+from recipe.care.verl_compat import require_verl_attr
+from verifiers import GOLD_UNPARSEABLE
 
 # Written against verl 0.9.1.
 PPOTrainerSync = require_verl_attr("verl.trainer.ppo.v1.trainer_sync", "PPOTrainerSync")
@@ -187,6 +189,63 @@ def fetch_data_sources(keys: list, partition_id: str) -> list:
     return fetch_data_sources(keys[:mid], partition_id) + fetch_data_sources(keys[mid:], partition_id)
 
 
+SKIPPED_ROWS_METRIC = "data/skipped_rows"
+SKIPPED_ROWS_CUMULATIVE_METRIC = "data/skipped_rows_cumulative"
+FAILED_SAMPLES_METRIC = "reward/failed_samples"
+REASON_METRIC_PREFIX = "reward/reason/"
+MAX_LOGGED_IDS = 50
+
+
+def skipped_rows_of(extra_infos: list) -> list[dict]:
+    """The dataset's skip records (``extra_info["care_skipped"]``, :mod:`recipe.care.dataset`) of a batch's rows."""
+    return [record for info in extra_infos if isinstance(info, dict) for record in (info.get(SKIPPED_KEY) or ())]
+
+
+def _reward_info(fields) -> dict:
+    return ((fields or {}).get("reward_extra_info") or {}) if isinstance(fields, dict) else {}
+
+
+def failed_reward_rows(extra_fields: list, uid) -> np.ndarray:
+    """bool [B]: rows whose reward could not be graded (``failed`` in the reward's extra info, see
+    :mod:`recipe.care.reward_manager`), plus every row of a group (``uid`` [B]) in which any row's gold is
+    unparseable: the gold is the group's, so no rollout of it is a verdict (and no all-wrong rescue)."""
+    infos = [_reward_info(f) for f in extra_fields]
+    failed = np.array([bool(float(np.asarray(i.get(FAILED_KEY, 0)).item())) for i in infos], dtype=bool)
+    bad_gold = {u for u, i in zip(uid, infos, strict=True) if i.get("reason") == GOLD_UNPARSEABLE}
+    if bad_gold:
+        failed |= np.array([u in bad_gold for u in uid], dtype=bool)
+    return failed
+
+
+def reward_failure_metrics(extra_fields: list, failed: np.ndarray, data_source: list) -> dict[str, float]:
+    """``reward/failed_samples`` (count, and per source ``reward/failed_samples/<source>``) and the share
+    of each verifier ``reason`` among the rows (``reward/reason/<reason>``), over the rows given."""
+    metrics = {FAILED_SAMPLES_METRIC: float(failed.sum())}
+    sources = [UNKNOWN_SOURCE if s is None else str(s) for s in data_source]
+    for source in sorted(set(sources)):
+        metrics[f"{FAILED_SAMPLES_METRIC}/{source}"] = float(sum(f for f, s in zip(failed, sources) if s == source))
+    reasons = [str(_reward_info(f).get("reason", "")) or "none" for f in extra_fields]
+    for reason in sorted(set(reasons)):
+        metrics[REASON_METRIC_PREFIX + reason] = reasons.count(reason) / len(reasons)
+    return metrics
+
+
+def failed_row_names(extra_fields: list, failed: np.ndarray, data_source: list) -> list[str]:
+    """``id=<id> source=<source> reason=<reason>`` of each failed row, for the step's log line."""
+    return [f"id={row_id((fields or {}).get('extra_info'))} source={source} reason={_reward_info(fields).get('reason')}"
+            for fields, bad, source in zip(extra_fields, failed, data_source, strict=True) if bad]
+
+
+def masked_rows(response_mask: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """``response_mask`` [B, L] (nested or padded) with the ``rows`` (bool [B]) zeroed, same layout."""
+    drop = torch.from_numpy(np.asarray(rows, dtype=bool))
+    if response_mask.is_nested:
+        lengths = response_mask.offsets().diff()
+        keep = torch.repeat_interleave(~drop, lengths).to(response_mask.dtype)
+        return torch.nested.nested_tensor_from_jagged(response_mask.values() * keep, response_mask.offsets())
+    return response_mask * (~drop).to(response_mask.dtype).unsqueeze(-1)
+
+
 @dataclass(frozen=True)
 class AdvantageInputs:
     """What the advantage step reads off one batch, as plain tensors over its R real rows.
@@ -213,6 +272,7 @@ class AdvantageInputs:
     rgr: list
     rows: torch.Tensor | slice
     response_mask_nested: torch.Tensor
+    failed_rows: int = 0  # real rows left out because their reward could not be graded
 
     @property
     def batch_size(self) -> int:
@@ -234,10 +294,11 @@ def read_advantage_inputs(
     keys: list | None = None,
     data_source: list | None = None,
     fetch_responses=None,
+    failed: np.ndarray | None = None,
 ) -> AdvantageInputs:
     """The advantage step's inputs for one batch as read from TransferQueue (fields :data:`ADVANTAGE_FIELDS`).
 
-    Padding rows (``is_padding``) are left out. ``data_source`` (one per row, ``None`` for a row
+    Padding rows (``is_padding``) and rows whose reward failed (``failed``, bool [B]) are left out. ``data_source`` (one per row, ``None`` for a row
     without one) overrides the batch's column. Spans come from the rows' span records; only when a
     row has none are the responses decoded (``data["responses"]``, else ``fetch_responses()``), with
     the ``care.empty_span`` rule ``empty_span``.
@@ -256,7 +317,9 @@ def read_advantage_inputs(
     response_mask_nested = data["response_mask"]
     response_mask = _padded(response_mask_nested)
     batch = response_mask.shape[0]
-    real = torch.from_numpy(~np.asarray(is_padding, dtype=bool))
+    is_padding = np.asarray(is_padding, dtype=bool)
+    failed = np.zeros_like(is_padding) if failed is None else np.asarray(failed, dtype=bool) & ~is_padding
+    real = torch.from_numpy(~(is_padding | failed))
     rows = real.nonzero().squeeze(-1)
     row_list = rows.tolist()
     # Without balance padding (the usual case) every row is real: no [B, L] copies for the selection.
@@ -294,6 +357,7 @@ def read_advantage_inputs(
         think_emb=think_emb[sel].float(), logp_sum=logp_sum[sel], response_len=response_len[sel],
         response_mask=real_mask, spans=spans, data_source=[data_source[i] for i in row_list],
         rgr=[(e or {}).get("rgr") for e in real_extra], rows=sel, response_mask_nested=response_mask_nested,
+        failed_rows=int(failed.sum()),
     )
 
 
@@ -304,7 +368,7 @@ def advantage_step_metrics(inputs: AdvantageInputs, seq_adv: torch.Tensor, token
     metrics = care_advantage_metrics(seq_adv, token_adv, inputs.acc, info, k=config.k)
     sources = [UNKNOWN_SOURCE if s is None else s for s in inputs.data_source]
     metrics.update(data_source_metrics(sources, inputs.acc, inputs.fmt))
-    metrics["care/padding_rows"] = float(inputs.batch_size - len(inputs.acc))
+    metrics["care/padding_rows"] = float(inputs.batch_size - len(inputs.acc) - inputs.failed_rows)
     metrics["care/rows_without_data_source"] = float(sum(s is None for s in inputs.data_source))
     metrics["care/reflected_rows"] = float(inputs.reflected.sum())
     # RGR reports per group through the rows' extra fields (verl 0.9.1's v1 trainer collects no
@@ -337,18 +401,20 @@ def compute_care_advantage_fields(
     data_source: list | None = None,
     write_records: Callable[..., None] | None = None,
     fetch_responses=None,
+    failed: np.ndarray | None = None,
 ) -> tuple[TensorDict, dict[str, float]]:
     """CARE advantages for one batch as read from TransferQueue: read (:func:`read_advantage_inputs`),
     compute (:func:`recipe.care.core_algos.compute_care_advantages`), metrics
     (:func:`advantage_step_metrics`).
 
     Returns the nested ``advantages``/``returns`` to write back and the step's CARE metrics.
-    Padding rows (``is_padding``) are left out of every group and get zero advantages.
+    Padding rows (``is_padding``) and rows whose reward failed (``failed``, bool [B]) are left out of
+    every group and get zero advantages; CARE's groups tolerate the shorter groups.
     ``write_records`` (``care.records``), when given, is called with the step's per-row tensors to build
     and write the per-group / per-repair records.
     """
     inputs = read_advantage_inputs(data, is_padding, tokenizer, config.empty_span, keys=keys,
-                                   data_source=data_source, fetch_responses=fetch_responses)
+                                   data_source=data_source, fetch_responses=fetch_responses, failed=failed)
     seq_adv, token_adv, info = compute_care_advantages(**inputs.care_arguments(), config=config)
     metrics = advantage_step_metrics(inputs, seq_adv, token_adv, info, config)
     if write_records is not None:
@@ -510,6 +576,68 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         self._trim_to_resumed_step()
         return super().fit(*args, **kwargs)
 
+    # verl 0.9.1 trainer_base.py:1466: one dataloader chunk as a TensorDict. The rows CareRLDataset
+    # substituted carry the skipped rows' records; collect them for this step's metrics.
+    def _fetch_one_gen_batch(self):
+        batch = super()._fetch_one_gen_batch()
+        if "extra_info" in batch.keys():
+            pending = self.__dict__.setdefault("_care_skipped_pending", [])
+            pending.extend(skipped_rows_of(_column(batch, "extra_info")))
+        return batch
+
+    # verl 0.9.1 trainer_base.py:1525: the sync trainer fetches the step's prompts here, and step()
+    # folds the returned dict into the step's metrics.
+    def prepare_step(self) -> dict:
+        metrics = dict(super().prepare_step() or {})
+        metrics.update(self._care_skipped_rows_metrics())
+        return metrics
+
+    def _care_skipped_rows_metrics(self) -> dict[str, float]:
+        """``data/skipped_rows`` (this step) and ``data/skipped_rows_cumulative`` (since this process
+        started), and one log line naming this step's skipped rows."""
+        pending = self.__dict__.pop("_care_skipped_pending", [])
+        total = self.__dict__.get("_care_skipped_total", 0) + len(pending)
+        self._care_skipped_total = total
+        if pending:
+            names = [f"{r.get('row')}(id={r.get('id')} source={r.get('source')}: {r.get('reason')})"
+                     for r in pending[:MAX_LOGGED_IDS]]
+            logger.warning("care: step %s skipped %d training row(s): %s%s", getattr(self, "global_steps", "?"),
+                           len(pending), ", ".join(names), " ..." if len(pending) > MAX_LOGGED_IDS else "")
+        return {SKIPPED_ROWS_METRIC: float(len(pending)), SKIPPED_ROWS_CUMULATIVE_METRIC: float(total)}
+
+    def _care_reward_failures(self, extra_fields: list, uid, data_source: list, is_padding: np.ndarray):
+        """bool [B] rows whose reward failed (:func:`failed_reward_rows`, padding rows never) and the
+        step's reward metrics over the real rows; logs the failed rows' ids once per step."""
+        real = ~np.asarray(is_padding, dtype=bool)
+        failed = failed_reward_rows(extra_fields, uid) & real
+        idx = np.flatnonzero(real)
+        real_fields = [extra_fields[i] for i in idx]
+        real_sources = [data_source[i] for i in idx]
+        metrics = reward_failure_metrics(real_fields, failed[idx], real_sources) if len(idx) else {}
+        if failed.any():
+            names = failed_row_names(real_fields, failed[idx], real_sources)
+            logger.warning("care: step %s left %d rollout(s) out of the update, reward not graded: %s%s",
+                           getattr(self, "global_steps", "?"), len(names), "; ".join(names[:MAX_LOGGED_IDS]),
+                           " ..." if len(names) > MAX_LOGGED_IDS else "")
+        return failed, metrics
+
+    # verl 0.9.1 trainer_base.py:1743 (the baselines' advantage step). A rollout whose reward failed
+    # gets response_mask 0 before it, so no token of it is learned from.
+    def _compute_advantage(self, batch, metrics):
+        fields = ["uid", "response_mask", "extra_fields"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        if "extra_fields" in data.keys():
+            extra_fields = _column(data, "extra_fields")
+            sources = fetch_data_sources(list(batch.keys), batch.partition_id)
+            is_padding = np.array([bool(tag.get("is_padding", False)) for tag in batch.tags], dtype=bool)
+            failed, reward_metrics = self._care_reward_failures(extra_fields, _column(data, "uid"), sources,
+                                                                is_padding)
+            metrics.update(reward_metrics)
+            if failed.any():
+                tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(
+                    {"response_mask": masked_rows(data["response_mask"], failed)}, batch_size=len(batch)))
+        return super()._compute_advantage(batch, metrics)
+
 
 @register_trainer(BASELINE_TRAINER_NAME)
 class BaselinePPOTrainer(SyncTrainerWithBenchmarkMacro):
@@ -592,11 +720,19 @@ class CarePPOTrainer(SyncTrainerWithBenchmarkMacro):
                 "%d of %d rows have no `%s`; reported as `%s`", sum(s is None for s in sources), len(sources),
                 DATA_SOURCE, UNKNOWN_SOURCE,
             )
+        extra_fields = _column(data, "extra_fields")
+        row_sources = sources if sources is not None else _column(data, DATA_SOURCE)
+        failed, reward_metrics = self._care_reward_failures(extra_fields, _column(data, "uid"), row_sources,
+                                                            is_padding)
+        metrics.update(reward_metrics)
         fields, care_metrics = compute_care_advantage_fields(
             data, is_padding, self.tokenizer, self.care_config, keys=list(batch.keys), data_source=sources,
+            failed=failed,
             write_records=self._write_care_records if getattr(self, "care_records", None) is not None else None,
             fetch_responses=lambda: tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                                     select_fields=["responses"])["responses"],
         )
         metrics.update(care_metrics)
+        if failed.any():  # zero advantage already; masked, they add no tokens to the loss's means either
+            fields["response_mask"] = masked_rows(data["response_mask"], failed)
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)

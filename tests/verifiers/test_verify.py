@@ -97,3 +97,13 @@ def test_verifier_bug_is_counted_and_logged_not_raised(respond, monkeypatch, cap
 def test_long_predictions_are_truncated_in_the_result(respond):
     result = verify("chartqa", respond("x" * 5000), ["5"])
     assert result["reason"] == "answer_too_long" and len(result["pred"]) == 200
+
+
+def test_an_unparseable_gold_is_its_own_reason_not_a_bad_prediction():
+    from verifiers import GOLD_UNPARSEABLE, is_ungraded, verify
+
+    bad_gold = verify("geometry3k", "<think>t</think><answer>x+1</answer>", "\\frac{{{")
+    bad_pred = verify("geometry3k", "<think>t</think><answer>\\frac{{{</answer>", "x+1")
+    assert bad_gold["reason"] == GOLD_UNPARSEABLE and is_ungraded(bad_gold["reason"])
+    assert bad_pred["reason"] == "unparseable" and not is_ungraded(bad_pred["reason"])
+    assert verify("geometry3k", "<answer>x+1</answer>", "9^9^9^9")["reason"] == GOLD_UNPARSEABLE  # prescreened gold

@@ -154,7 +154,8 @@ def test_reward_loop_end_to_end_with_real_tokenizer(tokenizer, ppo_config, monke
     expected_fmt = [row[5] for row in ROWS]
     assert extra["acc"].tolist() == expected_acc
     assert extra["format"].tolist() == expected_fmt
-    assert set(extra) == set(verifiers.RESULT_KEYS)
+    assert set(extra) == {*verifiers.RESULT_KEYS, care_rm.FAILED_KEY}
+    assert extra[care_rm.FAILED_KEY].tolist() == [0] * len(ROWS)
     assert extra["verifier"].tolist() == [verifiers.resolve_source(row[0]) for row in ROWS]
     assert extra["pred"].tolist()[:3] == ["1,000", "No", "2\\sqrt{3}"]
     assert extra["reason"].tolist()[-1] == "power_tower"
@@ -188,13 +189,56 @@ def test_unknown_reward_option_fails_at_construction(tokenizer, ppo_config):
         load_reward_manager(config, tokenizer)
 
 
-def test_unknown_data_source_fails_loudly(tokenizer, ppo_config):
+def test_unknown_data_source_fails_that_sample_and_names_it(tokenizer, ppo_config, caplog):
     from verl.trainer.ppo.reward import load_reward_manager
 
     manager = load_reward_manager(ppo_config("reward.reward_manager.name=care"), tokenizer)
-    batch = make_batch(tokenizer, [("openai/gsm8k", _think("4"), "4", {})])
-    with pytest.raises(verifiers.UnknownDataSourceError, match="chartqa, geometry3k, mathverse, .*mmmu_pro_vision, virl39k"):
-        asyncio.run(manager.run_single(batch[0:1]))
+    batch = make_batch(tokenizer, [("openai/gsm8k", _think("4"), "4", {"id": "gsm-7"})])
+    with caplog.at_level("ERROR", logger="recipe.care.reward_manager"):
+        result = asyncio.run(manager.run_single(batch[0:1]))
+    info = result["reward_extra_info"]
+    assert info[care_rm.FAILED_KEY] == 1 and info["reason"] == "reward_error:UnknownDataSourceError"
+    assert result["reward_score"] == 0.0
+    assert "id=gsm-7 source=openai/gsm8k" in caplog.text and "chartqa, geometry3k" in caplog.text
+
+
+def test_a_sample_that_cannot_be_scored_fails_alone_in_the_reward_loop(tokenizer, ppo_config, monkeypatch, caplog):
+    """Unknown source, no gold, reward_model None and a verifier that raises on one answer: those rows get
+    failed=1 with their own reason; every other row of the same batch is graded as usual."""
+    import verifiers.chartqa as chartqa
+
+    real = chartqa.verify_answer
+
+    def buggy(pred, gold, *args, **kwargs):  # a verifier bug on one prediction
+        if pred == "boom":
+            raise ZeroDivisionError("bug")
+        return real(pred, gold, *args, **kwargs)
+
+    monkeypatch.setattr(chartqa, "verify_answer", buggy)
+    rows = [("chartqa", _think("5"), ["5"], {"id": "ok-1"}), ("nope", _think("5"), "5", {"id": "bad-src"}),
+            ("geometry3k", _think("5"), "", {"index": 11}), ("chartqa", _think("boom"), ["5"], {"id": "bug-1"}),
+            ("geometry3k", _think("5"), "5", {"id": "ok-2"}), ("geometry3k", _think("x+1"), "\\frac{{{", {"id": "g"})]
+    batch = make_batch(tokenizer, rows)
+    batch.non_tensor_batch["reward_model"][4] = None  # reward_model None on an otherwise good row
+    with caplog.at_level("WARNING", logger="recipe.care.reward_manager"):
+        _, (rm_scores, extra) = run_reward_loop(ppo_config("reward.reward_manager.name=care"), batch, monkeypatch,
+                                                tokenizer)
+    assert extra[care_rm.FAILED_KEY].tolist() == [0, 1, 1, 1, 1, 1]
+    assert extra["reason"].tolist()[1:] == ["reward_error:UnknownDataSourceError", "reward_error:ValueError",
+                                           "internal_error:ZeroDivisionError", "reward_error:ValueError",
+                                           "gold_unparseable"]
+    assert extra["acc"].tolist()[0] == 1 and rm_scores.sum(-1).tolist()[1:] == [0.0] * 5
+    for name in ("id=bad-src", "id=11", "id=bug-1", "id=ok-2", "id=g "):
+        assert name in caplog.text
+    assert "id=ok-1" not in caplog.text
+
+
+def test_gold_unparseable_is_its_own_reason_and_fails_the_sample():
+    bad_gold = care_rm.safe_verify("geometry3k", _think("x+1"), "\\frac{{{")
+    bad_pred = care_rm.safe_verify("geometry3k", _think("\\frac{{{"), "x+1")
+    assert bad_gold["reason"] == verifiers.GOLD_UNPARSEABLE and bad_gold[care_rm.FAILED_KEY] == 1
+    assert bad_gold["score"] == 0.0
+    assert bad_pred["reason"] == "unparseable" and bad_pred[care_rm.FAILED_KEY] == 0
 
 
 def test_importlib_source_by_file_path_gives_the_registered_class(ppo_config):
