@@ -49,7 +49,8 @@ REGISTRATION_LINE = re.compile(r"care-verl: recipe registrations present in (?P<
 FAILURE_PATTERNS = re.compile(r"ActorDiedError|RayActorError|ActorUnavailableError|NodeDiedError|StorageUnitTimeout|"
                               r"node .{0,80}(dead|died|failed)|(dead|died) .{0,40}node|OwnerDiedError|WorkerCrashedError",
                               re.IGNORECASE)
-RESUME_LINE = re.compile(r"Resuming from \S*global_step_(\d+)")
+# recipe/care/trainer.py _load_checkpoint (verl's own "Resuming from" line is at INFO level)
+RESUME_LINE = re.compile(r"(?:care: resuming|Resuming) from \S*global_step_(\d+)")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 

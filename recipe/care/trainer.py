@@ -535,7 +535,14 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
                 raise checkpoints.CheckpointError(
                     f"{folder}: saved by {saved} actor ranks, this run has {world_size}; the FSDP shards only load "
                     f"with the same world size")
-        return super()._load_checkpoint()
+        result = super()._load_checkpoint()
+        # verl logs its resume at INFO, which a default run does not show; a restarted job should say it.
+        if self.global_steps:
+            logger.warning("care: resuming from %s, global step %d",
+                           os.path.join(self._checkpoint_root(), f"global_step_{self.global_steps}"), self.global_steps)
+        else:
+            logger.warning("care: training from scratch (no complete checkpoint in %s)", self._checkpoint_root())
+        return result
 
     # verl 0.9.1 trainer_base._update_actor: a kill test stops the job while the update is in flight.
     def _update_actor(self, batch, metrics):

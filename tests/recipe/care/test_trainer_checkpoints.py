@@ -4,6 +4,7 @@ and a kill at each fault point is an exception that stops the save where the pro
 The next "process" is a fresh stub that loads from the same folder."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,16 @@ def test_resume_trims_metrics_and_records_to_the_resumed_step(tmp_path, monkeypa
     assert len(rows) == len({(r["run"], r["step"], r["group"]) for r in rows})
     run = load_run(str(tmp_path))
     assert sorted(run.steps) == list(range(0, 7)) and not run.notes
+
+
+def test_load_says_where_it_resumes_from(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="recipe.care.trainer"):
+        assert resume(tmp_path) == 0
+    assert "care: training from scratch" in caplog.text
+    save_steps(tmp_path, [1, 2])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recipe.care.trainer"):
+        assert resume(tmp_path) == 2
+    assert re.search(r"care: resuming from \S*global_step_2, global step 2", caplog.text)
