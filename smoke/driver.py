@@ -301,6 +301,39 @@ def eval_summary(results: dict) -> str:
     return f"lmms-eval ({results['path']}): macro {results['macro']:.3f}; {per}"
 
 
+def poisoned_copy(workdir: Path, train_files: list[str], n: int) -> list[str]:
+    """The first training shard copied to ``<workdir>/data-poisoned-<n>/`` with ``n`` poisoned rows
+    (:func:`smoke.tiny_data.poison_shard`, deterministic), the rest unchanged; built once per workdir."""
+    from smoke.tiny_data import poison_shard
+
+    folder = workdir / f"data-poisoned-{n}"
+    target = folder / Path(train_files[0]).name
+    listing = folder / "poisoned.json"
+    if not listing.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(train_files[0], target)
+        listing.write_text(json.dumps(poison_shard(target, n), indent=1))
+    rows = json.loads(listing.read_text())
+    log(f"training on {target}: {len(rows)} poisoned rows ("
+        + ", ".join(f"row {r['row']} id={r['id']}: {r['kind']}" for r in rows) + ")")
+    return [str(target), *train_files[1:]]
+
+
+def poison_summary(workdir: Path, run_tag: str, n: int) -> str:
+    """What the run made of the poisoned rows, from its metrics: rows the dataset skipped (and replaced),
+    rollouts whose reward failed, by reason."""
+    rows = {}
+    for path in sorted((workdir / "metrics").glob(f"{run_tag}-run*.jsonl"), key=metrics_file_order):
+        for row in read_metrics(path):
+            rows[row["step"]] = row["data"]  # a restarted run's later line for a step wins
+    skipped = sum(d.get("data/skipped_rows", 0) for d in rows.values())
+    failed = sum(d.get("reward/failed_samples", 0) for d in rows.values())
+    reasons = sorted({k.split("/", 2)[2] for d in rows.values() for k in d if k.startswith("reward/reason/")})
+    return (f"poisoned rows ({n} planted): the dataset skipped {skipped:.0f} row reads over {len(rows)} steps "
+            f"(data/skipped_rows), the reward failed {failed:.0f} rollouts (reward/failed_samples"
+            + (f"; reasons seen: {', '.join(reasons)}" if reasons else "") + "); the run went on")
+
+
 def metrics_file_order(path: Path) -> tuple[int, float]:
     """``<run>-run2.jsonl`` after ``<run>-run1.jsonl``; within a run, the files main_care moved aside when the
     run was restarted (``-run1.1``, ``-run1.2``, ... oldest first) before the current one, so later steps win."""
@@ -385,6 +418,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--fresh", action="store_true",
                    help="start over: delete this run's checkpoints and metrics first (by default the same command "
                         "on the same workdir continues an unfinished run)")
+    p.add_argument("--poison", type=int, default=0, metavar="N",
+                   help="train on a copy of the training shard with N poisoned rows (undecodable image, no prompt, no "
+                        "gold, a 200k-character prompt, a gold the verifier cannot parse); the run must go on and count them")
     p.add_argument("--build-only", action="store_true", help="build the tiny model and data, then exit")
     p.add_argument("--timeout", type=float, default=None, help="seconds per training run")
     p.add_argument("--no-bench", dest="bench", action="store_false",
@@ -426,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_files = [str(bench_dir / f"{b}.parquet") for b in BENCHMARKS] if bench_dir else []
     files = build_data(workdir, tiny_base_dir(family), python, bench_dir)
     train_files, val_file = files[:-1], files[-1]
+    if args.poison:
+        train_files = poisoned_copy(workdir, train_files, args.poison)
     t_data = time.time() - t0
     model = build_model(workdir, python, train_files, args.sft_steps, args.timeout, family)
     log(f"tiny model and data ready in {time.time() - t0:.0f}s: model={model} train={train_files}")
@@ -447,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     # What shapes the training: the same command on the same workdir continues an unfinished run of this
     # plan (a killed or preempted smoke); anything else starts over.
     plan = {"algo": args.algo, "family": family, "steps": args.steps, "one_run": one_run, "save_freq": args.save_freq,
-            "sft_steps": args.sft_steps, "bench": bool(bench_files), "nnodes": args.nnodes, "overrides": extra}
+            "sft_steps": args.sft_steps, "bench": bool(bench_files), "nnodes": args.nnodes, "poison": args.poison, "overrides": extra}
     state, how = open_run(ckpt, plan, [name for name, _ in training] + (["eval"] if bench_raw is not None and args.eval else []),
                           sorted(metrics.glob(f"{run_tag}-run*.jsonl")), fresh=args.fresh)
     log(how)
@@ -484,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"report not written: {exc!r}")
         result, runs = None, []
     print_summary(stages, result, runs, run_tag, eval_results)
+    if args.poison:
+        log(poison_summary(workdir, run_tag, args.poison))
     return 0
 
 

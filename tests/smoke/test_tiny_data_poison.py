@@ -25,3 +25,32 @@ def test_poison_shard_rewrites_n_rows_in_place(tmp_path):
                 "gold_unparseable": lambda: gold == "\\frac{{{"}[d["kind"]]()
     untouched = set(range(8)) - {d["row"] for d in done}
     assert all(after[i] == rows[i] for i in untouched)
+
+
+def test_smoke_poison_option_trains_on_a_poisoned_copy_and_sums_what_the_run_counted(tmp_path):
+    import json
+
+    from smoke.driver import poison_summary, poisoned_copy
+
+    rows = [{"data_source": "geometry3k", "prompt": [{"role": "user", "content": "<image>q"}],
+             "images": [{"bytes": b"png", "path": None}], "reward_model": {"style": "rule", "ground_truth": "3"},
+             "extra_info": {"id": f"r{i}", "index": i}} for i in range(8)]
+    clean = tmp_path / "data" / "train-00000.parquet"
+    clean.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), clean)
+    files = poisoned_copy(tmp_path, [str(clean)], 5)
+    assert files != [str(clean)] and pq.read_table(clean).to_pylist() == rows  # the cached data stays clean
+    poisoned = pq.read_table(files[0]).to_pylist()
+    assert sum(a != b for a, b in zip(poisoned, rows)) == 5
+    assert poisoned_copy(tmp_path, [str(clean)], 5) == files  # built once per workdir
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    # a killed launch logged step 1-2, the restart redid step 2 (its line wins) and did step 3
+    lines = {"care-run1.1.jsonl": [(1, 1, 0), (2, 2, 1)], "care-run1.jsonl": [(2, 1, 1), (3, 0, 2)]}
+    for name, steps in lines.items():
+        (metrics / name).write_text("".join(json.dumps({"step": s, "data": {
+            "data/skipped_rows": k, "reward/failed_samples": f, "reward/reason/gold_unparseable": 0.1}}) + "\n"
+            for s, k, f in steps))
+    summary = poison_summary(tmp_path, "care", 5)
+    assert "skipped 2 row reads over 3 steps" in summary and "failed 3 rollouts" in summary
+    assert "gold_unparseable" in summary
