@@ -190,7 +190,6 @@ def fetch_data_sources(keys: list, partition_id: str) -> list:
 
 
 SKIPPED_ROWS_METRIC = "data/skipped_rows"
-SKIPPED_ROWS_CUMULATIVE_METRIC = "data/skipped_rows_cumulative"
 FAILED_SAMPLES_METRIC = "reward/failed_samples"
 REASON_METRIC_PREFIX = "reward/reason/"
 MAX_LOGGED_IDS = 50
@@ -600,17 +599,15 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         return metrics
 
     def _care_skipped_rows_metrics(self) -> dict[str, float]:
-        """``data/skipped_rows`` (this step) and ``data/skipped_rows_cumulative`` (since this process
-        started), and one log line naming this step's skipped rows."""
+        """``data/skipped_rows`` (this step; a run's total is the sum over its logged steps, which stays right
+        across a resume, unlike a counter in this process) and one log line naming this step's skipped rows."""
         pending = self.__dict__.pop("_care_skipped_pending", [])
-        total = self.__dict__.get("_care_skipped_total", 0) + len(pending)
-        self._care_skipped_total = total
         if pending:
             names = [f"{r.get('row')}(id={r.get('id')} source={r.get('source')}: {r.get('reason')})"
                      for r in pending[:MAX_LOGGED_IDS]]
             logger.warning("care: step %s skipped %d training row(s): %s%s", getattr(self, "global_steps", "?"),
                            len(pending), ", ".join(names), " ..." if len(pending) > MAX_LOGGED_IDS else "")
-        return {SKIPPED_ROWS_METRIC: float(len(pending)), SKIPPED_ROWS_CUMULATIVE_METRIC: float(total)}
+        return {SKIPPED_ROWS_METRIC: float(len(pending))}
 
     def _care_reward_failures(self, extra_fields: list, uid, data_source: list, is_padding: np.ndarray):
         """bool [B] rows whose reward failed (:func:`failed_reward_rows`, padding rows never) and the

@@ -14,7 +14,7 @@ from transfer_queue import KVBatchMeta
 from verl.utils import tensordict_utils as tu
 
 
-def test_skipped_rows_metric_per_step_and_cumulative(monkeypatch, caplog):
+def test_skipped_rows_metric_per_step(monkeypatch, caplog):
     stamps = [{SKIPPED_KEY: [{"row": 5, "id": "r5", "source": "chartqa", "reason": "image_undecodable"}]},
               {"id": "ok"}, {SKIPPED_KEY: [{"row": 8, "id": "r8", "source": "geometry3k", "reason": "gold_missing"}]}]
     chunk = tu.get_tensordict({"extra_info": np.array(stamps, dtype=object), "dummy_tensor": torch.zeros(3, 1)})
@@ -24,11 +24,11 @@ def test_skipped_rows_metric_per_step_and_cumulative(monkeypatch, caplog):
     trainer.global_steps = 4
     with caplog.at_level("WARNING", logger="recipe.care.trainer"):
         first = trainer.prepare_step()
-    assert first == {"data/skipped_rows": 2.0, "data/skipped_rows_cumulative": 2.0}
+    assert first == {"data/skipped_rows": 2.0}
     assert "step 4 skipped 2 training row(s): 5(id=r5 source=chartqa: image_undecodable)" in caplog.text
-    assert trainer.prepare_step()["data/skipped_rows_cumulative"] == 4.0
+    assert trainer.prepare_step()["data/skipped_rows"] == 2.0
     monkeypatch.setattr(PPOTrainerSync, "prepare_step", lambda self: {})  # a step that fetched nothing
-    assert trainer.prepare_step() == {"data/skipped_rows": 0.0, "data/skipped_rows_cumulative": 4.0}
+    assert trainer.prepare_step() == {"data/skipped_rows": 0.0}
 
 
 def _info(reason="", failed=0, **extra):
