@@ -466,8 +466,33 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
                 "actor_rollout_ref.actor.checkpoint.async_save=true: verl 0.9.1 returns before the shards are written "
                 "and skips the tracker, so no checkpoint could be marked complete; set it to false")
 
-    # verl 0.9.1 trainer_base._save_checkpoint (actor, critic, data.pt, then the tracker written in place).
+    # verl 0.9.1 fit() saves checkpoint N *before* it logs step N's metrics, with validation in between: a
+    # kill in that window resumes from N and step N's metrics line is never written. Inside fit, the save is
+    # deferred to right after the log call of the same step (the log wrapper below): nothing between the
+    # two changes what a checkpoint holds (validation and metric computation only read the model, and the
+    # next step's prompts are fetched later). verl's timing_s/save_checkpoint then measures only the deferral.
     def _save_checkpoint(self):
+        if self.__dict__.get("_care_defer_saves"):
+            self._care_pending_save = self.global_steps
+            return
+        self._save_checkpoint_now()
+
+    @property
+    def logger(self):
+        """verl's ``Tracking`` (created in fit), wrapped so a deferred checkpoint is saved after each log call."""
+        return self.__dict__.get("_care_tracking")
+
+    @logger.setter
+    def logger(self, tracking) -> None:
+        self.__dict__["_care_tracking"] = None if tracking is None else _SaveAfterLog(tracking, self)
+
+    def _save_pending_checkpoint(self, step: int) -> None:
+        if self.__dict__.get("_care_pending_save") == step:
+            self._care_pending_save = None
+            self._save_checkpoint_now()
+
+    # verl 0.9.1 trainer_base._save_checkpoint (actor, critic, data.pt, then the tracker written in place).
+    def _save_checkpoint_now(self):
         step, root = self.global_steps, self._checkpoint_root()
         folder = checkpoints.step_dir(root, step)
         fault_points.reached("ckpt/start", step)
@@ -580,7 +605,11 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
     # (_load_checkpoint ran in init()), and the file logger opens its file inside.
     def fit(self, *args, **kwargs):
         self._trim_to_resumed_step()
-        return super().fit(*args, **kwargs)
+        self._care_defer_saves, self._care_pending_save = True, None
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            self._care_defer_saves = False
 
     # verl 0.9.1 trainer_base.py:1466: one dataloader chunk as a TensorDict. The rows CareRLDataset
     # substituted carry the skipped rows' records; collect them for this step's metrics.
@@ -641,6 +670,22 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
                 tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(
                     {"response_mask": masked_rows(data["response_mask"], failed)}, batch_size=len(batch)))
         return super()._compute_advantage(batch, metrics)
+
+
+class _SaveAfterLog:
+    """verl's ``Tracking`` with one addition: after ``log(data, step)`` returns, the trainer saves the
+    checkpoint of ``step`` if fit asked for one (see ``SyncTrainerWithBenchmarkMacro._save_checkpoint``)."""
+
+    def __init__(self, tracking, trainer):
+        self._tracking, self._trainer = tracking, trainer
+
+    def log(self, data, step, **kwargs):
+        result = self._tracking.log(data=data, step=step, **kwargs)
+        self._trainer._save_pending_checkpoint(step)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._tracking, name)
 
 
 @register_trainer(BASELINE_TRAINER_NAME)

@@ -290,3 +290,59 @@ def test_load_says_where_it_resumes_from(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="recipe.care.trainer"):
         assert resume(tmp_path) == 2
     assert re.search(r"care: resuming from \S*global_step_2, global step 2", caplog.text)
+
+
+def test_inside_fit_a_steps_checkpoint_is_written_right_after_its_metrics_line(tmp_path):
+    """verl 0.9.1 saves step N before logging it: a kill in between would lose N's metrics for good."""
+    from recipe.care import checkpoints as ck
+
+    logged = []
+
+    class Tracking:  # verl's Tracking: log(data, step), finish()
+        def log(self, data, step):
+            logged.append((step, ck.read_tracker(tmp_path)[0]))
+
+        def finish(self):
+            logged.append("finish")
+
+    trainer = make(tmp_path, step=3)
+    trainer._care_defer_saves = True
+    trainer.logger = Tracking()
+    trainer._save_checkpoint()  # where fit saves step 3
+    assert ck.step_dirs(tmp_path) == {} and ck.read_tracker(tmp_path)[0] is None
+    trainer.logger.log(data={"actor/pg_loss": 0.1}, step=3)
+    assert logged == [(3, None)]  # the metrics line went out before the checkpoint
+    assert ck.read_tracker(tmp_path)[0] == 3 and ck.is_complete(ck.step_dir(tmp_path, 3))
+    trainer.logger.log(data={}, step=3)  # a second log of the step saves nothing more
+    assert logged[-1] == (3, 3) and list(ck.step_dirs(tmp_path)) == [3]
+    trainer.logger.finish()
+    assert logged[-1] == "finish"
+    trainer._care_defer_saves = False
+    trainer.global_steps = 4
+    trainer._save_checkpoint()  # outside fit: at once
+    assert ck.read_tracker(tmp_path)[0] == 4
+
+
+def test_fit_defers_each_save_until_the_step_is_logged(tmp_path, monkeypatch):
+    from recipe.care import checkpoints as ck
+    from recipe.care.trainer import PPOTrainerSync
+
+    events = []
+
+    class Tracking:
+        def log(self, data, step):
+            events.append(("log", step, ck.read_tracker(tmp_path)[0]))
+
+    def verl_fit(self, *args, **kwargs):  # verl 0.9.1's order within one step: save, validate, log
+        self.logger = Tracking()
+        for step in (1, 2):
+            self.global_steps = step
+            self._save_checkpoint()
+            events.append(("saved?", step, ck.read_tracker(tmp_path)[0]))
+            self.logger.log(data={}, step=step)
+
+    monkeypatch.setattr(PPOTrainerSync, "fit", verl_fit)
+    trainer = make(tmp_path)
+    trainer.fit()
+    assert events == [("saved?", 1, None), ("log", 1, None), ("saved?", 2, 1), ("log", 2, 1)]
+    assert ck.read_tracker(tmp_path)[0] == 2 and not trainer._care_defer_saves
