@@ -300,7 +300,8 @@ def actors_on(cluster: Cluster, node_id: str) -> list[str]:
 
 
 def phase_submit(cluster: Cluster, args, workdir: Path) -> Result:
-    t0, job = time.time(), f"care-mn-submit-{int(t0)}"
+    t0 = time.time()
+    job = f"care-mn-submit-{int(t0)}"
     smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", "1"]
     submit(cluster, job, 2, workdir, smoke)
     status = wait_job(cluster, job, args.job_timeout)
@@ -328,7 +329,8 @@ def phase_submit(cluster: Cluster, args, workdir: Path) -> Result:
 
 
 def phase_loss(cluster: Cluster, args, workdir: Path) -> tuple[Result, Result]:
-    t0, job = time.time(), f"care-mn-loss-{int(t0)}"
+    t0 = time.time()
+    job = f"care-mn-loss-{int(t0)}"
     ckpt = workdir / "checkpoints" / "care"
     smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", "4", "trainer.save_freq=1"]
     submit(cluster, job, 2, workdir, smoke)
@@ -357,7 +359,8 @@ def phase_loss(cluster: Cluster, args, workdir: Path) -> tuple[Result, Result]:
 
 
 def phase_resume(cluster: Cluster, args, workdir: Path, from_step: int) -> Result:
-    t0, job = time.time(), f"care-mn-resume-{int(t0)}"
+    t0 = time.time()
+    job = f"care-mn-resume-{int(t0)}"
     steps = from_step + 1
     # same world size as the lost run (2 nodes x 1 rank): 1 node x 2 ranks; the FSDP shards are per rank
     smoke = [*args.smoke_base, "--no-resume", "--steps", str(steps), "trainer.save_freq=1",
