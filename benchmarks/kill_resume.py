@@ -14,7 +14,8 @@ checkpoint, until the run exits 0. A chain with no kill points is the uninterrup
 Checked at the end of every chain (each a row of the printed table):
 
 * ``resume``: each restart resumed from the newest *complete* checkpoint on disk at the kill (or from
-  scratch when there was none), with no manual action; ``lost`` is the number of steps redone;
+  scratch when there was none), with no manual action, by the trainer's ``care: resuming from`` line;
+  the table's "steps redone" is the killed step minus the step the restart resumed from;
 * ``steps``: the tracker names step S and ``global_step_S`` is complete;
 * ``weights``: the optimizer's step count in the final checkpoint is S (a step trained twice into the
   weights would show as S+1, a step lost as S-1), and so is the LR scheduler's;
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,8 +64,7 @@ class Launch:
     killed_at: str | None = None  # "point@step" of the marker that triggered the kill
     tracker_at_kill: int | None = None
     complete_at_kill: list[int] = field(default_factory=list)
-    resumed_from: int | None = None  # what the *next* launch resumed from (filled in afterwards)
-    first_step: int | None = None  # the first training step this launch logged
+    resumed_from: int | None = None  # the step this launch resumed from (0: from scratch), from its log
 
 
 def job_processes(fault_dir: Path, root_pid: int) -> list:
@@ -169,6 +170,10 @@ def run_chain(name: str, workdir: Path, steps: int, keep: int | None, points: li
             time.sleep(0.2)
         launch.seconds = round(time.time() - started, 1)
         launch.returncode = proc.returncode
+        run_log = workdir / "logs" / f"{name}-run1.log"  # the smoke's training log, rewritten by each launch
+        if run_log.exists():
+            shutil.copyfile(run_log, log_dir / f"{name}-{len(launches) + 1}.run.log")
+        launch.resumed_from = resumed_from(log_dir / f"{name}-{len(launches) + 1}.run.log")
         launches.append(launch)
         log(f"[{name}] launch {len(launches)}: " + (f"killed at {launch.killed_at}" if launch.killed_at else
                                                      f"exit {proc.returncode}") + f" after {launch.seconds:.0f}s")
@@ -189,15 +194,18 @@ def run_chain(name: str, workdir: Path, steps: int, keep: int | None, points: li
     return result
 
 
-def resumed_steps(workdir: Path, run: str, launches: list[Launch]) -> None:
-    """Fill ``first_step``/``resumed_from`` of each launch from its own metrics file: main_care moves a
-    restarted run's file aside (``-run1.K.jsonl`` is launch K's), the current file is the last launch's."""
-    files = metrics_files(workdir, run)
-    for launch, path in zip(launches, files):
-        rows = launch_rows(path)
-        launch.first_step = min((r["step"] for r in rows), default=None)
-    for before, after in zip(launches, launches[1:]):
-        before.resumed_from = None if after.first_step is None else after.first_step - 1
+# recipe/care/trainer.py _load_checkpoint says where each launch starts (verl's own line is at INFO level)
+RESUMED_LINE = re.compile(r"care: resuming from \S*global_step_(\d+)|care: (training from scratch)")
+
+
+def resumed_from(run_log: Path) -> int | None:
+    """The step a launch resumed from (0: from scratch) by its training log; None if it never got that far."""
+    if not run_log.exists():
+        return None
+    match = RESUMED_LINE.search(run_log.read_text(errors="replace"))
+    if match is None:
+        return None
+    return 0 if match.group(2) else int(match.group(1))
 
 
 def optimizer_steps(step_dir: Path) -> tuple[int | None, int | None]:
@@ -217,12 +225,13 @@ def check_chain(name: str, workdir: Path, steps: int, ckpt: Path, launches: list
     last = launches[-1]
     if last.returncode != 0 or last.killed_at:
         return {"finished": f"no: last launch {'killed at ' + last.killed_at if last.killed_at else 'exit ' + str(last.returncode)}"}
-    resumed_steps(workdir, name, launches)
-    bad = []
-    for i, launch in enumerate(launches[:-1], 1):
-        expected = max(launch.complete_at_kill, default=0)
-        if launch.resumed_from is not None and launch.resumed_from != expected:
-            bad.append(f"launch {i + 1} resumed from {launch.resumed_from}, newest complete was {expected}")
+    bad = [] if launches[0].resumed_from in (0, None) else [f"launch 1 resumed from {launches[0].resumed_from}"]
+    for i, (killed, restart) in enumerate(zip(launches, launches[1:]), 2):
+        expected = max(killed.complete_at_kill, default=0)
+        if restart.resumed_from is None:
+            bad.append(f"launch {i} never said where it resumed")
+        elif restart.resumed_from != expected:
+            bad.append(f"launch {i} resumed from {restart.resumed_from}, newest complete was {expected}")
     checks["resume"] = "ok" if not bad else "; ".join(bad)
     tracker, complete = checkpoint_state(ckpt)
     checks["steps"] = "ok" if tracker == steps and steps in complete else f"tracker {tracker}, complete {complete}"
@@ -288,8 +297,8 @@ def table(results: list[dict], steps: int) -> list[str]:
     for r in results:
         launches = r["launches"]
         kills = [lz for lz in launches if lz.killed_at]
-        lost = [str(lz.first_step_killed - lz.resumed_from) if lz.resumed_from is not None else "?" for lz in
-                (_with_killed_step(k) for k in kills)]
+        lost = [str(killed_step(k) - after.resumed_from) if after.resumed_from is not None else "?"
+                for k, after in zip(launches, launches[1:]) if k.killed_at]
         failed = {k: v for k, v in r["checks"].items() if v != "ok"}
         lines.append(f"| {r['name']} | {r['keep'] or 'all'} | {', '.join(k.killed_at for k in kills) or 'none'} | "
                      f"{len(launches)} | {', '.join(lost) or '-'} | "
@@ -298,12 +307,10 @@ def table(results: list[dict], steps: int) -> list[str]:
     return lines
 
 
-def _with_killed_step(launch: Launch) -> Launch:
-    """The step a kill interrupted: the marker's step, or the step after the newest complete one."""
-    point = launch.killed_at or ""
-    step = point.rpartition("@")[2]
-    launch.first_step_killed = int(step) if step.isdigit() else max(launch.complete_at_kill, default=0) + 1
-    return launch
+def killed_step(launch: Launch) -> int:
+    """The step a kill interrupted: the marker's step, or the step after the newest complete checkpoint."""
+    step = (launch.killed_at or "").rpartition("@")[2]
+    return int(step) if step.isdigit() else max(launch.complete_at_kill, default=0) + 1
 
 
 def main(argv: list[str] | None = None) -> int:

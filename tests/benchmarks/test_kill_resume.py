@@ -62,17 +62,21 @@ def test_launch_rows_skip_a_torn_last_line(tmp_path):
     assert [r["step"] for r in kill_resume.launch_rows(path)] == [1, 2]
 
 
-def test_resumed_steps_come_from_each_launchs_own_metrics_file(tmp_path):
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    # launch 1 logged 1-2 and was killed in 3; launch 2 resumed from 2 and was killed; launch 3 resumed from 3
-    for name, steps in (("c-run1.1.jsonl", [1, 2]), ("c-run1.2.jsonl", [3]), ("c-run1.jsonl", [4, 5])):
-        (metrics / name).write_text("".join(json.dumps({"step": s, "data": {}}) + "\n" for s in steps))
-    launches = [kill_resume.Launch(1.0, -9, "rollout@3"), kill_resume.Launch(1.0, -9, "ckpt/after_data@4"),
-                kill_resume.Launch(1.0, 0)]
-    kill_resume.resumed_steps(tmp_path, "c", launches)
-    assert [lz.first_step for lz in launches] == [1, 3, 4]
-    assert [lz.resumed_from for lz in launches] == [2, 3, None]
+def test_resumed_from_reads_the_trainers_line_and_the_table_counts_redone_steps(tmp_path):
+    log = tmp_path / "run.log"
+    assert kill_resume.resumed_from(log) is None
+    log.write_text("(CareTaskRunner pid=1) care: training from scratch (no complete checkpoint in /w/c)\n")
+    assert kill_resume.resumed_from(log) == 0
+    log.write_text("x\n(CareTaskRunner pid=7) care: resuming from /w/c/global_step_3, global step 3\n")
+    assert kill_resume.resumed_from(log) == 3
+    launches = [kill_resume.Launch(1.0, -9, "rollout@1", None, [], 0),
+                kill_resume.Launch(1.0, -9, "ckpt/start@2", 1, [1], 0),
+                kill_resume.Launch(1.0, -9, "ckpt/after_tracker@3", 3, [1, 3], 1),
+                kill_resume.Launch(1.0, 0, None, None, [], 3)]
+    result = {"name": "c", "keep": 1, "launches": launches, "checks": {"resume": "ok"}}
+    row = kill_resume.table([result], 3)[-1]
+    # rollout@1 redoes step 1; start@2 (step 2 trained, not saved) redoes 2; after_tracker@3 redoes nothing
+    assert "| 1, 1, 0 |" in row and "| 4 |" in row
 
 
 def test_optimizer_steps_count_the_updates_in_a_verl_shaped_checkpoint(tmp_path):
