@@ -52,6 +52,7 @@ FAILURE_PATTERNS = re.compile(r"ActorDiedError|RayActorError|ActorUnavailableErr
 # recipe/care/trainer.py _load_checkpoint (verl's own "Resuming from" line is at INFO level)
 RESUME_LINE = re.compile(r"(?:care: resuming|Resuming) from \S*global_step_(\d+)")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+LOSS_STEPS = 4  # the loss phase's run; the resume phase continues it to the end
 
 
 # ----------------------------------------------------------------------------- pure pieces (tested)
@@ -332,7 +333,7 @@ def phase_loss(cluster: Cluster, args, workdir: Path) -> tuple[Result, Result]:
     t0 = time.time()
     job = f"care-mn-loss-{int(t0)}"
     ckpt = workdir / "checkpoints" / "care"
-    smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", "4", "trainer.save_freq=1"]
+    smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", str(LOSS_STEPS), "trainer.save_freq=1"]
     submit(cluster, job, 2, workdir, smoke)
     status = wait_job(cluster, job, args.job_timeout, until=lambda: (checkpointed_step(ckpt) or 0) >= 1)
     if status != "UNTIL":
@@ -355,23 +356,25 @@ def phase_loss(cluster: Cluster, args, workdir: Path) -> tuple[Result, Result]:
             + (f"log: {named[0]}" if named else "no line names the lost node/actor"))
     log(f"loss: {note}")
     loss = Result(f"loss: kill node 2 at global_step_{step_at_kill}", ok, time.time() - t0, note)
-    return loss, phase_resume(cluster, args, workdir, step_at_kill)
+    # the lost run may have saved another step before it died: the resume starts from what is on disk
+    return loss, phase_resume(cluster, args, workdir, checkpointed_step(ckpt) or step_at_kill)
 
 
 def phase_resume(cluster: Cluster, args, workdir: Path, from_step: int) -> Result:
     t0 = time.time()
     job = f"care-mn-resume-{int(t0)}"
-    steps = from_step + 1
-    # same world size as the lost run (2 nodes x 1 rank): 1 node x 2 ranks; the FSDP shards are per rank
-    smoke = [*args.smoke_base, "--no-resume", "--steps", str(steps), "trainer.save_freq=1",
-             "trainer.n_gpus_per_node=2"]
+    steps = LOSS_STEPS
+    # The same command as the lost run, so the smoke continues it (smoke/run_state.py), on the same world
+    # size (2 nodes x 1 rank -> 1 node x 2 ranks): the FSDP shards are per rank.
+    smoke = [*args.smoke_base, "--no-resume", "--steps", str(steps), "--n-gpus-per-node", "2", "trainer.save_freq=1"]
     submit(cluster, job, 1, workdir, smoke)
     status = wait_job(cluster, job, args.job_timeout)
     text = job_logs(cluster, job, workdir)
     resumed = [int(m.group(1)) for m in RESUME_LINE.finditer(text)]
     logged = metric_steps(workdir / "metrics" / "care-run1.jsonl")
-    ok = status == "SUCCEEDED" and from_step in resumed and logged == [steps]
-    note = f"{status}; resumed from {resumed or 'nothing'}; steps logged {logged} (want [{steps}])"
+    want = list(range(from_step + 1, steps + 1))
+    ok = status == "SUCCEEDED" and from_step in resumed and logged == want
+    note = f"{status}; resumed from {resumed or 'nothing'}; steps logged {logged} (want {want})"
     log(f"resume: {note}")
     return Result(f"resume on the head alone (1 node x 2 ranks) to step {steps}", ok, time.time() - t0, note)
 

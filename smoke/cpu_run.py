@@ -70,15 +70,22 @@ def existing_ray_cluster() -> str | None:
     return canonicalize_bootstrap_address(None, None)
 
 
-def cluster_overrides(nnodes: int, existing_cluster: bool, environ=None) -> list[str]:
-    """The overrides that depend on where the run goes: ``nnodes`` nodes of one CPU "device" each
+def micro_batch_size(rows: int, world_size: int, largest: int = 8) -> int:
+    """The largest micro-batch up to ``largest`` that divides each rank's share of a step's ``rows``: verl
+    (without dynamic batch sizes) asserts that a rank's rows split into whole micro-batches."""
+    per_rank = rows // world_size
+    return max(m for m in range(1, largest + 1) if per_rank % m == 0)
+
+
+def cluster_overrides(nnodes: int, existing_cluster: bool, environ=None, devices_per_node: int = 1) -> list[str]:
+    """The overrides that depend on where the run goes: ``nnodes`` nodes of ``devices_per_node`` CPU "devices" each
     (verl_cpu counts logical CPUs as devices), one TransferQueue storage unit per node (placed
     round-robin over the alive nodes, so every node holds data) and, with more than one node, short
     TransferQueue timeouts; a cluster of its own (``existing_cluster`` False) gets the smoke's logical
     CPUs and object store, which Ray refuses when it connects to a running cluster."""
     environ = os.environ if environ is None else environ
     overrides = [
-        "trainer.n_gpus_per_node=1",
+        f"trainer.n_gpus_per_node={devices_per_node}",
         f"trainer.nnodes={nnodes}",
         # one storage process per node (verl's default starts 8 on a 2-core machine)
         f"transfer_queue.backend.SimpleStorage.num_data_storage_units={nnodes}",
@@ -93,13 +100,15 @@ def cluster_overrides(nnodes: int, existing_cluster: bool, environ=None) -> list
 
 def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str, ckpt_dir: Path, steps: int,
                   save_step: int, bench_files: list[str] = (), batch: int = BATCH, rollout_n: int = ROLLOUT_N,
-                  nnodes: int = 1, existing_cluster: bool = False) -> list[str]:
+                  nnodes: int = 1, existing_cluster: bool = False, devices_per_node: int = 1) -> list[str]:
     """One smoke run's verl overrides. ``bench_files``: the six benchmark parquets, validated (with the
     mix's val split) after the run's last step, as ``BENCH_DIR`` does in run_care.sh; none: no validation.
     ``batch`` prompts per step (one mini-batch), ``rollout_n`` responses each (CARE needs at least 1 + care.k).
-    ``nnodes``, ``existing_cluster``: :func:`cluster_overrides`."""
+    ``nnodes``, ``existing_cluster``, ``devices_per_node``: :func:`cluster_overrides`."""
     from verl_cpu import CPU_CONFIG_OVERRIDES
     from verl_cpu.vllm_cpu import VLLM_CPU_OVERRIDES
+
+    micro = micro_batch_size(batch * rollout_n, nnodes * devices_per_node)
 
     external = external_modules()
     overrides = [
@@ -115,12 +124,12 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         "data.shuffle=true",
         f"actor_rollout_ref.rollout.n={rollout_n}",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
         "actor_rollout_ref.rollout.agent.num_workers=1",
         "reward.num_workers=1",  # one process on a 2-core machine (verl's default starts 8)
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
         "actor_rollout_ref.actor.optim.lr=1e-4",
         # FSDP2 on gloo in fp32 (FSDP1's sync_module_states wants the module on an accelerator)
         "actor_rollout_ref.actor.strategy=fsdp2",
@@ -145,7 +154,7 @@ def job_overrides(algo: str, model: Path, train_files: list[str], val_file: str,
         f"trainer.experiment_name={algo}_smoke",
         f"trainer.default_local_dir={ckpt_dir}",
         "trainer.resume_mode=auto",
-        *cluster_overrides(nnodes, existing_cluster),
+        *cluster_overrides(nnodes, existing_cluster, devices_per_node=devices_per_node),
         "+ray_kwargs.ray_init.include_dashboard=false",
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{external}'",
         "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu",

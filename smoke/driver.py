@@ -404,6 +404,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--workdir", default=os.environ.get("SMOKE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-smoke")),
                    help="data, models, checkpoints, metrics, logs (default: $SMOKE_DIR, else $TMPDIR/care-verl-smoke); "
                         "under `ray job submit` it must be absolute")
+    p.add_argument("--n-gpus-per-node", dest="devices_per_node", type=int, default=1,
+                   help="FSDP workers per node (CPU \"devices\"); a resume needs the same nnodes x this as the run it continues")
     p.add_argument("--nnodes", type=int, default=int(os.environ.get("NNODES") or 1),
                    help="Ray nodes (default: $NNODES, else 1): one CPU worker and one TransferQueue storage unit each")
     p.add_argument("--steps", type=int, default=3, help="total steps; the first run stops at steps-1 and saves")
@@ -485,12 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     # What shapes the training: the same command on the same workdir continues an unfinished run of this
     # plan (a killed or preempted smoke); anything else starts over.
     plan = {"algo": args.algo, "family": family, "steps": args.steps, "one_run": one_run, "save_freq": args.save_freq,
-            "sft_steps": args.sft_steps, "bench": bool(bench_files), "nnodes": args.nnodes, "poison": args.poison, "overrides": extra}
+            "sft_steps": args.sft_steps, "bench": bool(bench_files), "world_size": args.nnodes * args.devices_per_node, "poison": args.poison, "overrides": extra}
     state, how = open_run(ckpt, plan, [name for name, _ in training] + (["eval"] if bench_raw is not None and args.eval else []),
                           sorted(metrics.glob(f"{run_tag}-run*.jsonl")), fresh=args.fresh)
     log(how)
     stages = [f"data ({t_data:.0f}s)", f"cold-start SFT, {args.sft_steps} steps through verl ({time.time() - t0 - t_data:.0f}s)"]
-    where = {"nnodes": args.nnodes, "existing_cluster": cluster is not None}
+    where = {"nnodes": args.nnodes, "existing_cluster": cluster is not None, "devices_per_node": args.devices_per_node}
     for i, (name, last) in enumerate(training):
         start = 1 if i == 0 else training[i - 1][1] + 1
         save = args.save_freq or last

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from smoke.cpu_run import MULTINODE_TQ_ENV, cluster_overrides, existing_ray_cluster
@@ -57,3 +59,16 @@ def test_relative_workdir_is_refused_inside_a_ray_job(tmp_path, monkeypatch):
     assert smoke_workdir(str(tmp_path / "abs"), {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}) == tmp_path / "abs"
     with pytest.raises(SystemExit, match="absolute"):
         smoke_workdir("rel", {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"})
+
+
+def test_micro_batches_split_each_ranks_rows_whole():
+    from smoke.cpu_run import job_overrides, micro_batch_size
+
+    for rows in (24, 12, 30):
+        for world in (1, 2, 3, 4):
+            micro = micro_batch_size(rows, world)
+            assert (rows // world) % micro == 0 and 1 <= micro <= 8
+    assert micro_batch_size(24, 1) == 8  # the one-worker smoke keeps its 8
+    two = job_overrides("care", Path("/m"), ["/t.parquet"], "/v.parquet", Path("/c"), 2, 1, nnodes=1,
+                        existing_cluster=True, devices_per_node=2)
+    assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=6" in two and "trainer.n_gpus_per_node=2" in two
