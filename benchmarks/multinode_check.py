@@ -337,7 +337,7 @@ def phase_loss(cluster: Cluster, args, workdir: Path) -> tuple[Result, Result]:
     t0 = time.time()
     job = f"care-mn-loss-{int(t0)}"
     ckpt = workdir / "checkpoints" / "care"
-    smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", str(LOSS_STEPS), "trainer.save_freq=1"]
+    smoke = [*args.smoke_base, "--no-resume", "--fresh", "--steps", str(LOSS_STEPS), "--save-freq", "1"]
     submit(cluster, job, 2, workdir, smoke)
     status = wait_job(cluster, job, args.job_timeout, until=lambda: (checkpointed_step(ckpt) or 0) >= 1)
     if status != "UNTIL":
@@ -370,7 +370,7 @@ def phase_resume(cluster: Cluster, args, workdir: Path, from_step: int) -> Resul
     steps = LOSS_STEPS
     # The same command as the lost run, so the smoke continues it (smoke/run_state.py), on the same world
     # size (2 nodes x 1 rank -> 1 node x 2 ranks): the FSDP shards are per rank.
-    smoke = [*args.smoke_base, "--no-resume", "--steps", str(steps), "--n-gpus-per-node", "2", "trainer.save_freq=1"]
+    smoke = [*args.smoke_base, "--no-resume", "--steps", str(steps), "--n-gpus-per-node", "2", "--save-freq", "1"]
     submit(cluster, job, 1, workdir, smoke)
     status = wait_job(cluster, job, args.job_timeout)
     text = job_logs(cluster, job, workdir)

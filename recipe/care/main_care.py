@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recipe.care import node_watchdog
 from recipe.care.care_config import CareConfigError
 from recipe.care.checkpoints import FILE_LOGGER_ENV, move_aside
 from recipe.care.launch_args import (detach_from_ray_job, parse_launch_args, rl_overrides, sft_overrides,
@@ -486,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         print(OmegaConf.to_yaml(config, resolve=True))
         print(f"# ALGO={options.algo}: config accepted by verl's validate_config and dataclass conversion (dry run)")
         return 0
+    node_watchdog.start()  # a lost Ray node ends the run with a clear error instead of a hang
     launch(config)
     return 0
 
