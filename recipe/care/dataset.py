@@ -23,16 +23,15 @@ the index, so a resumed run replays the same substitutes.
 
 from __future__ import annotations
 
-import logging
 import re
 
+from recipe.care.notices import notice
 from recipe.care.verl_compat import require_verl_attr
 from verifiers import parse_ground_truths
 
 # Written against verl 0.9.1: verl/utils/dataset/rl_dataset.py (RLHFDataset.__getitem__, _build_messages).
 RLHFDataset = require_verl_attr("verl.utils.dataset.rl_dataset", "RLHFDataset")
 
-logger = logging.getLogger(__name__)
 
 SKIPPED_KEY = "care_skipped"
 MAX_SUBSTITUTIONS = 16  # consecutive bad rows before the dataset gives up with an error
@@ -125,7 +124,7 @@ class CareRLDataset(RLHFDataset):
             extra_info, source = None, None
         record = {"row": int(index), "id": row_id(extra_info), "source": source, "reason": reason}
         detail = re.sub(r"\s+", " ", detail)[:MAX_DETAIL_CHARS]
-        logger.warning("care: skipped row %d id=%s source=%s: %s: %s", index, record["id"], source, reason, detail)
+        notice("care: skipped row %d id=%s source=%s: %s: %s", index, record["id"], source, reason, detail)
         return record
 
     def __getitem__(self, item):

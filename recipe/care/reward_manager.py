@@ -49,6 +49,7 @@ import logging
 from functools import partial
 
 from recipe.care.dataset import row_id
+from recipe.care.notices import notice
 from recipe.care.verl_compat import require_verl_attr
 from verifiers import RESULT_KEYS, UnknownDataSourceError, is_ungraded, verify
 
@@ -93,12 +94,11 @@ def safe_verify(data_source, response, ground_truth, extra_info=None, **options)
         result = with_failed_flag(verify(data_source, response, ground_truth, extra_info, **options))
     except Exception as exc:
         result = failed_result(f"{REWARD_ERROR}:{type(exc).__name__}")
-        logger.error("care: reward failed for row id=%s source=%s: %s: %s", row_id(extra_info), data_source,
-                     type(exc).__name__, str(exc)[:300])
+        notice("care: reward failed for row id=%s source=%s: %s: %s", row_id(extra_info), data_source,
+               type(exc).__name__, str(exc)[:300])
         return result
     if result[FAILED_KEY]:
-        logger.warning("care: reward failed for row id=%s source=%s: %s", row_id(extra_info), data_source,
-                       result["reason"])
+        notice("care: reward failed for row id=%s source=%s: %s", row_id(extra_info), data_source, result["reason"])
     return result
 
 

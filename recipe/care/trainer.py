@@ -40,6 +40,7 @@ from recipe.care.core_algos import compute_care_advantages
 from recipe.care.dataset import SKIPPED_KEY, row_id
 from recipe.care.group_records import GROUPS_FILE, REPAIRS_FILE, RecordsWriter, build_group_records, build_repair_records
 from recipe.care.metrics import care_advantage_metrics, data_source_metrics
+from recipe.care.notices import notice
 from recipe.care.reward_manager import FAILED_KEY
 from recipe.care.rgr import rgr_step_metrics
 from recipe.care.span_records import SPANS_KEY, pool_mask_from_records, records_of, spans_from_records
@@ -538,7 +539,7 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         fault_points.reached("ckpt/after_mark", step)
         checkpoints.write_tracker(root, step)
         fault_points.reached("ckpt/after_tracker", step)
-        checkpoints.rotate(root, keep, step, log=logger.warning)
+        checkpoints.rotate(root, keep, step, log=notice)
         fault_points.reached("ckpt/after_rotation", step)
 
     # verl 0.9.1 trainer_base._load_checkpoint (tracker -> global_step_N; an empty tracker raises, one that
@@ -548,7 +549,7 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         trainer = self.config.trainer
         world_size = self.actor_rollout_wg.world_size
         if trainer.resume_mode == "auto":
-            checkpoints.resolve_resume(self._checkpoint_root(), world_size=world_size, log=logger.warning)
+            checkpoints.resolve_resume(self._checkpoint_root(), world_size=world_size, log=notice)
         elif trainer.resume_mode == "resume_path":
             folder = os.path.abspath(str(trainer.resume_from_path))
             why = checkpoints.why_incomplete(folder)
@@ -562,10 +563,10 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         result = super()._load_checkpoint()
         # verl logs its resume at INFO, which a default run does not show; a restarted job should say it.
         if self.global_steps:
-            logger.warning("care: resuming from %s, global step %d",
+            notice("care: resuming from %s, global step %d",
                            os.path.join(self._checkpoint_root(), f"global_step_{self.global_steps}"), self.global_steps)
         else:
-            logger.warning("care: training from scratch (no complete checkpoint in %s)", self._checkpoint_root())
+            notice("care: training from scratch (no complete checkpoint in %s)", self._checkpoint_root())
         return result
 
     # verl 0.9.1 trainer_base._update_actor: a kill test stops the job while the update is in flight.
@@ -598,8 +599,8 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         if path:
             moved = checkpoints.move_aside(path)
             if moved:
-                logger.warning("care: earlier step metrics kept as %s", moved)
-        checkpoints.trim_files(self._appended_outputs(), self.global_steps, log=logger.warning)
+                notice("care: earlier step metrics kept as %s", moved)
+        checkpoints.trim_files(self._appended_outputs(), self.global_steps, log=notice)
 
     # verl 0.9.1 trainer_base.fit(agent_loop_manager): self.global_steps is the resumed step N here
     # (_load_checkpoint ran in init()), and the file logger opens its file inside.
@@ -634,7 +635,7 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         if pending:
             names = [f"{r.get('row')}(id={r.get('id')} source={r.get('source')}: {r.get('reason')})"
                      for r in pending[:MAX_LOGGED_IDS]]
-            logger.warning("care: step %s skipped %d training row(s): %s%s", getattr(self, "global_steps", "?"),
+            notice("care: step %s skipped %d training row(s): %s%s", getattr(self, "global_steps", "?"),
                            len(pending), ", ".join(names), " ..." if len(pending) > MAX_LOGGED_IDS else "")
         return {SKIPPED_ROWS_METRIC: float(len(pending))}
 
@@ -649,7 +650,7 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         metrics = reward_failure_metrics(real_fields, failed[idx], real_sources) if len(idx) else {}
         if failed.any():
             names = failed_row_names(real_fields, failed[idx], real_sources)
-            logger.warning("care: step %s left %d rollout(s) out of the update, reward not graded: %s%s",
+            notice("care: step %s left %d rollout(s) out of the update, reward not graded: %s%s",
                            getattr(self, "global_steps", "?"), len(names), "; ".join(names[:MAX_LOGGED_IDS]),
                            " ..." if len(names) > MAX_LOGGED_IDS else "")
         return failed, metrics

@@ -207,3 +207,22 @@ def run_probe():
         return json.loads(lines[-1][len("RESULT "):])
 
     return run
+
+
+@pytest.fixture
+def printed(capsys):
+    """What the recipe printed for a person (recipe/care/notices.py) so far: ``printed.text``."""
+
+    class Printed:
+        seen = ""
+
+        @property
+        def text(self) -> str:
+            self.seen += capsys.readouterr().out
+            return self.seen
+
+        def clear(self) -> None:
+            capsys.readouterr()
+            self.seen = ""
+
+    return Printed()

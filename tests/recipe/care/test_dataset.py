@@ -59,9 +59,8 @@ def dataset(tmp_path_factory):
     return CareRLDataset([str(root / "train.parquet")], hf_tokenizer(path), config, processor=hf_processor(path))
 
 
-def test_poisoned_rows_are_skipped_named_and_stamped(dataset, caplog):
-    with caplog.at_level(logging.WARNING, logger="recipe.care.dataset"):
-        items = [dataset[i] for i in range(N_ROWS)]
+def test_poisoned_rows_are_skipped_named_and_stamped(dataset, printed):
+    items = [dataset[i] for i in range(N_ROWS)]
     good = {i for i in range(N_ROWS) if i not in POISON}
     assert {item["extra_info"]["id"] for item in items} == {f"row-{i}" for i in good}
     skipped = [r for item in items for r in item["extra_info"].get(SKIPPED_KEY, [])]
@@ -71,8 +70,8 @@ def test_poisoned_rows_are_skipped_named_and_stamped(dataset, caplog):
     assert {r["row"]: r["reason"] for r in skipped} == {i: reason for i, (_, reason) in POISON.items()}
     assert all(r["id"] == f"row-{r['row']}" for r in skipped)
     for i in POISON:
-        assert f"care: skipped row {i} id=row-{i} source=" in caplog.text
-    assert "care: skipped row 8 id=row-8 source=openai/gsm8k: unknown_data_source" in caplog.text
+        assert f"care: skipped row {i} id=row-{i} source=" in printed.text
+    assert "care: skipped row 8 id=row-8 source=openai/gsm8k: unknown_data_source" in printed.text
     assert items[1]["extra_info"].get(SKIPPED_KEY) is None  # good rows carry no stamp
     first = items[2]
     assert first["extra_info"]["id"] == "row-4" and [r["row"] for r in first["extra_info"][SKIPPED_KEY]] == [2, 3]

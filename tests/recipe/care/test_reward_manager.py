@@ -189,20 +189,19 @@ def test_unknown_reward_option_fails_at_construction(tokenizer, ppo_config):
         load_reward_manager(config, tokenizer)
 
 
-def test_unknown_data_source_fails_that_sample_and_names_it(tokenizer, ppo_config, caplog):
+def test_unknown_data_source_fails_that_sample_and_names_it(tokenizer, ppo_config, printed):
     from verl.trainer.ppo.reward import load_reward_manager
 
     manager = load_reward_manager(ppo_config("reward.reward_manager.name=care"), tokenizer)
     batch = make_batch(tokenizer, [("openai/gsm8k", _think("4"), "4", {"id": "gsm-7"})])
-    with caplog.at_level("ERROR", logger="recipe.care.reward_manager"):
-        result = asyncio.run(manager.run_single(batch[0:1]))
+    result = asyncio.run(manager.run_single(batch[0:1]))
     info = result["reward_extra_info"]
     assert info[care_rm.FAILED_KEY] == 1 and info["reason"] == "reward_error:UnknownDataSourceError"
     assert result["reward_score"] == 0.0
-    assert "id=gsm-7 source=openai/gsm8k" in caplog.text and "chartqa, geometry3k" in caplog.text
+    assert "id=gsm-7 source=openai/gsm8k" in printed.text and "chartqa, geometry3k" in printed.text
 
 
-def test_a_sample_that_cannot_be_scored_fails_alone_in_the_reward_loop(tokenizer, ppo_config, monkeypatch, caplog):
+def test_a_sample_that_cannot_be_scored_fails_alone_in_the_reward_loop(tokenizer, ppo_config, monkeypatch, printed):
     """Unknown source, no gold, reward_model None and a verifier that raises on one answer: those rows get
     failed=1 with their own reason; every other row of the same batch is graded as usual."""
     import verifiers.chartqa as chartqa
@@ -220,17 +219,16 @@ def test_a_sample_that_cannot_be_scored_fails_alone_in_the_reward_loop(tokenizer
             ("geometry3k", _think("5"), "5", {"id": "ok-2"}), ("geometry3k", _think("x+1"), "\\frac{{{", {"id": "g"})]
     batch = make_batch(tokenizer, rows)
     batch.non_tensor_batch["reward_model"][4] = None  # reward_model None on an otherwise good row
-    with caplog.at_level("WARNING", logger="recipe.care.reward_manager"):
-        _, (rm_scores, extra) = run_reward_loop(ppo_config("reward.reward_manager.name=care"), batch, monkeypatch,
-                                                tokenizer)
+    _, (rm_scores, extra) = run_reward_loop(ppo_config("reward.reward_manager.name=care"), batch, monkeypatch,
+                                            tokenizer)
     assert extra[care_rm.FAILED_KEY].tolist() == [0, 1, 1, 1, 1, 1]
     assert extra["reason"].tolist()[1:] == ["reward_error:UnknownDataSourceError", "reward_error:ValueError",
                                            "internal_error:ZeroDivisionError", "reward_error:ValueError",
                                            "gold_unparseable"]
     assert extra["acc"].tolist()[0] == 1 and rm_scores.sum(-1).tolist()[1:] == [0.0] * 5
     for name in ("id=bad-src", "id=11", "id=bug-1", "id=ok-2", "id=g "):
-        assert name in caplog.text
-    assert "id=ok-1" not in caplog.text
+        assert name in printed.text
+    assert "id=ok-1" not in printed.text
 
 
 def test_gold_unparseable_is_its_own_reason_and_fails_the_sample():

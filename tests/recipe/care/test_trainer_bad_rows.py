@@ -14,7 +14,7 @@ from transfer_queue import KVBatchMeta
 from verl.utils import tensordict_utils as tu
 
 
-def test_skipped_rows_metric_per_step(monkeypatch, caplog):
+def test_skipped_rows_metric_per_step(monkeypatch, printed):
     stamps = [{SKIPPED_KEY: [{"row": 5, "id": "r5", "source": "chartqa", "reason": "image_undecodable"}]},
               {"id": "ok"}, {SKIPPED_KEY: [{"row": 8, "id": "r8", "source": "geometry3k", "reason": "gold_missing"}]}]
     chunk = tu.get_tensordict({"extra_info": np.array(stamps, dtype=object), "dummy_tensor": torch.zeros(3, 1)})
@@ -22,10 +22,9 @@ def test_skipped_rows_metric_per_step(monkeypatch, caplog):
     monkeypatch.setattr(PPOTrainerSync, "prepare_step", lambda self: (self._fetch_one_gen_batch(), {})[1])
     trainer = object.__new__(BaselinePPOTrainer)
     trainer.global_steps = 4
-    with caplog.at_level("WARNING", logger="recipe.care.trainer"):
-        first = trainer.prepare_step()
+    first = trainer.prepare_step()
     assert first == {"data/skipped_rows": 2.0}
-    assert "step 4 skipped 2 training row(s): 5(id=r5 source=chartqa: image_undecodable)" in caplog.text
+    assert "step 4 skipped 2 training row(s): 5(id=r5 source=chartqa: image_undecodable)" in printed.text
     assert trainer.prepare_step()["data/skipped_rows"] == 2.0
     monkeypatch.setattr(PPOTrainerSync, "prepare_step", lambda self: {})  # a step that fetched nothing
     assert trainer.prepare_step() == {"data/skipped_rows": 0.0}
@@ -59,15 +58,14 @@ def _group(tokenizer, uid, accs, source="chartqa", reason="", failed=0):
     return rows
 
 
-def test_care_drops_failed_samples_and_bad_gold_groups_without_rescue(monkeypatch, tokenizer, caplog):
+def test_care_drops_failed_samples_and_bad_gold_groups_without_rescue(monkeypatch, tokenizer, printed):
     rows = {**_group(tokenizer, "mixed", [1, 0, 0, 0]), **_group(tokenizer, "badgold", [0, 0, 0, 0],
                                                                   reason="gold_unparseable", failed=1)}
     rows["mixed_3_0"]["extra_fields"]["reward_extra_info"].update(reason="reward_error:KeyError", failed=1)
     meta = KVBatchMeta(keys=list(rows), tags=[{}] * len(rows), partition_id="train")
     monkeypatch.setattr(care_trainer, "tq", FakeTQ(rows))
     metrics = {}
-    with caplog.at_level("WARNING", logger="recipe.care.trainer"):
-        make_trainer(tokenizer)._compute_advantage(meta, metrics)
+    make_trainer(tokenizer)._compute_advantage(meta, metrics)
     for key in ["mixed_3_0", *[f"badgold_{i}_0" for i in range(4)]]:
         assert torch.count_nonzero(rows[key]["advantages"]) == 0, key
         assert torch.count_nonzero(rows[key]["response_mask"]) == 0, key
@@ -76,7 +74,7 @@ def test_care_drops_failed_samples_and_bad_gold_groups_without_rescue(monkeypatc
     assert metrics["care/groups/count"] == 1 and metrics["care/padding_rows"] == 0
     assert metrics["reward/failed_samples"] == 5 and metrics["reward/failed_samples/chartqa"] == 5
     assert metrics["reward/reason/gold_unparseable"] == pytest.approx(0.5)
-    assert "id=mixed-3 source=chartqa reason=reward_error:KeyError" in caplog.text
+    assert "id=mixed-3 source=chartqa reason=reward_error:KeyError" in printed.text
 
 
 def test_baseline_masks_failed_samples_before_verls_advantage(monkeypatch, tokenizer):
