@@ -182,7 +182,7 @@ def run_chain(name: str, workdir: Path, steps: int, keep: int | None, points: li
         if launch.killed_at == "timeout":
             break
     checks = check_chain(name, workdir, steps, ckpt, launches)
-    fired = {lz.killed_at for lz in launches}
+    fired = {lz.killed_at for lz in launches if lz.killed_at}
     unfired = [p for p in points if p not in fired and p.partition("@")[0] not in {f.partition("@")[0] for f in fired}]
     checks["points"] = "ok" if not unfired else f"never reached: {', '.join(unfired)}"
     result = {"name": name, "keep": keep, "points": points, "launches": launches, "checks": checks}

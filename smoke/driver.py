@@ -312,6 +312,10 @@ def poisoned_copy(workdir: Path, train_files: list[str], n: int) -> list[str]:
     if not listing.exists():
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(train_files[0], target)
+        # the build's report.json: the preflight takes a folder without one for an interrupted build
+        report = Path(train_files[0]).parent / "report.json"
+        if report.exists():
+            shutil.copyfile(report, folder / "report.json")
         listing.write_text(json.dumps(poison_shard(target, n), indent=1))
     rows = json.loads(listing.read_text())
     log(f"training on {target}: {len(rows)} poisoned rows ("

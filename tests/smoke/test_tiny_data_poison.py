@@ -1,5 +1,7 @@
 """smoke.tiny_data.poison_shard: N poisoned rows, each a kind CareRLDataset or the reward step must count."""
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,7 +40,9 @@ def test_smoke_poison_option_trains_on_a_poisoned_copy_and_sums_what_the_run_cou
     clean = tmp_path / "data" / "train-00000.parquet"
     clean.parent.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), clean)
+    (clean.parent / "report.json").write_text("{}")  # a complete build's
     files = poisoned_copy(tmp_path, [str(clean)], 5)
+    assert (Path(files[0]).parent / "report.json").exists()  # the preflight accepts the copy
     assert files != [str(clean)] and pq.read_table(clean).to_pylist() == rows  # the cached data stays clean
     poisoned = pq.read_table(files[0]).to_pylist()
     assert sum(a != b for a, b in zip(poisoned, rows)) == 5
