@@ -210,7 +210,15 @@ def poison_shard(path: Path, n: int, seed: int = 0) -> list[dict]:
 
     table = pq.read_table(path)
     rows = table.to_pylist()
-    picks = random.Random(seed).sample(range(len(rows)), min(n, len(rows)))
+    rng = random.Random(seed)
+    picks = rng.sample(range(len(rows)), min(n, len(rows)))
+    # ChartQA golds are free text that any string satisfies: an unparseable gold needs a math row
+    math_rows = [i for i in rng.sample(range(len(rows)), len(rows)) if rows[i].get("data_source") != "chartqa"]
+    for k, i in enumerate(picks):
+        if POISON_KINDS[k % len(POISON_KINDS)] == "gold_unparseable" and rows[i].get("data_source") == "chartqa":
+            spare = [j for j in math_rows if j not in picks]
+            if spare:
+                picks[k] = spare[0]
     done = []
     for k, i in enumerate(picks):
         kind, row = POISON_KINDS[k % len(POISON_KINDS)], rows[i]

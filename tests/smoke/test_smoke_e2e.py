@@ -118,6 +118,19 @@ def assert_clip_split_by_sign(record: dict) -> None:
     assert 0 <= finite(record, "actor/token_frac/pos_adv") + finite(record, "actor/token_frac/neg_adv") <= 1 + 1e-6
 
 
+def assert_poisoned_rows_counted_and_named(workdir: Path, records: list[dict], console: str) -> None:
+    """Every row the dataset skipped is in ``data/skipped_rows`` and has its ``care: skipped row`` line, and
+    every rollout whose reward failed is in ``reward/failed_samples`` and has its ``care: reward failed`` line
+    (the two counts are the run's own, whichever poisoned rows its sampler drew)."""
+    log = (workdir / "logs" / "grpo-run1.log").read_text()
+    skipped = sum(r["data"].get("data/skipped_rows", 0) for r in records)
+    assert all("data/skipped_rows" in r["data"] for r in records)
+    assert skipped > 0 and skipped == log.count("care: skipped row "), (skipped, log.count("care: skipped row "))
+    failed = sum(r["data"].get("reward/failed_samples", 0) for r in records)
+    assert failed == log.count("care: reward failed for row "), (failed, log.count("care: reward failed for row "))
+    assert "poisoned rows (6 planted)" in console and "the run went on" in console
+
+
 def assert_console_is_short_and_ends_with_a_summary(console: str, algo: str, workdir: Path) -> list[str]:
     """The smoke's console: no known-harmless warnings, no verl 50-metric step lines, a closing summary."""
     assert "engine is not available" not in console and "NUMA affinity" not in console
@@ -272,9 +285,11 @@ def test_care_smoke_runs_the_whole_loop_and_resumes(workdir):
 def test_grpo_baseline_runs_the_same_way(workdir):
     # The eval stage and the checkpoint round trip do not depend on ALGO (the CARE run covers both):
     # --no-eval and --no-resume keep CI short.
-    console = run_smoke(workdir, "--algo", "grpo", "--steps", "2", "--no-resume", "--no-eval")
+    # Poisoned rows ride along (smoke --poison): the run must go on, count each one and name it in the log.
+    console = run_smoke(workdir, "--algo", "grpo", "--steps", "2", "--no-resume", "--no-eval", "--poison", "6")
     run1 = read_metrics(workdir / "metrics" / "grpo-run1.jsonl")
     assert [r["step"] for r in run1] == [1, 2]
+    assert_poisoned_rows_counted_and_named(workdir, run1, console)
     for record in run1:
         finite(record, "actor/pg_loss")
         finite(record, "critic/advantages/mean")

@@ -8,6 +8,20 @@ import pyarrow.parquet as pq
 from smoke.tiny_data import POISON_KINDS, poison_shard
 
 
+def test_an_unparseable_gold_goes_to_a_math_row(tmp_path):
+    rows = [{"data_source": "chartqa" if i % 3 else "geometry3k", "prompt": [{"role": "user", "content": "q"}],
+             "images": [], "reward_model": {"style": "rule", "ground_truth": "3"},
+             "extra_info": {"id": f"r{i}", "index": i}} for i in range(12)]
+    for seed in range(5):
+        path = tmp_path / f"train{seed}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        done = poison_shard(path, 5, seed=seed)
+        after = pq.read_table(path).to_pylist()
+        bad_gold = [d for d in done if d["kind"] == "gold_unparseable"]
+        assert len(bad_gold) == 1 and after[bad_gold[0]["row"]]["data_source"] == "geometry3k"
+        assert len({d["row"] for d in done}) == 5
+
+
 def test_poison_shard_rewrites_n_rows_in_place(tmp_path):
     rows = [{"data_source": "geometry3k", "prompt": [{"role": "user", "content": "<image>q"}],
              "images": [{"bytes": b"png", "path": None}], "reward_model": {"style": "rule", "ground_truth": "3"},
