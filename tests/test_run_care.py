@@ -183,15 +183,19 @@ def test_stage_sft_execs_torchrun(launch, tmp_path, monkeypatch):
         (tmp_path / name).write_bytes(b"")
     execs = []
 
-    def fake_execvp(file, args):
-        execs.append((file, args))
-        raise SystemExit(0)  # execvp does not return
+    def fake_exec(file, args, env=None):
+        execs.append((file, args, env))
+        raise SystemExit(0)  # an exec does not return
 
-    monkeypatch.setattr(os, "execvp", fake_execvp)
+    # every exec* that could replace this test process records instead (the launcher passes a cleaned env)
+    for name in ("execv", "execve", "execvp", "execvpe"):
+        monkeypatch.setattr(os, name, fake_exec)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # as inside a `ray job submit` entrypoint
     with pytest.raises(SystemExit):
         launch("--stage", "sft", "--sft-data-dir", str(tmp_path), "--model", "qwen2.5-vl-3b", "--n-gpus-per-node", "2",
                "optim.lr=1e-5")
-    (file, args), = execs
+    (file, args, env), = execs
+    assert env is not None and "RAY_ADDRESS" not in env and env.get("RAY_ENABLE_AUTO_CONNECT") == "0"
     shards = f"[{tmp_path}/train-00000.parquet,{tmp_path}/train-00001.parquet]"
     assert file == sys.executable and args == [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
@@ -202,7 +206,7 @@ def test_stage_sft_execs_torchrun(launch, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         launch("--stage", "sft", "--sft-data-dir", str(tmp_path), "--nnodes", "2", "--node-rank", "1",
                "--master-addr", "node0")
-    (_, args), = execs
+    (_, args, _), = execs
     assert args[3:8] == ["--nnodes=2", "--node_rank=1", "--master_addr=node0", "--master_port=29500", "--nproc_per_node=8"]
     assert "trainer.nnodes=2" in args
     # several nodes without the rank or node 0's address; no shards: one line each, nothing started
