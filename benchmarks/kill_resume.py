@@ -52,9 +52,12 @@ sys.path.insert(0, str(REPO))
 CHAINS: dict[str, tuple[int | None, list[str]]] = {
     "reference": (None, []),
     "in-flight": (None, ["rollout@1", "rgr_repair", "update_actor@2", "ckpt/start@2"]),
-    "checkpoint-keep1": (1, ["ckpt/actor_shard@2", "ckpt/after_actor@2", "ckpt/after_data@3", "ckpt/after_mark@3",
-                             "ckpt/after_tracker@4", "ckpt/after_rotation@4"]),
+    "checkpoint-keep1": (1, ["ckpt/actor_shard@2", "ckpt/after_actor@2", "ckpt/after_data@2", "ckpt/after_mark@3",
+                             "ckpt/after_tracker@4", "ckpt/after_rotation@5"]),
 }
+# From ckpt/after_data on, a killed save has left a complete checkpoint of its step: the restart resumes
+# from that step and never saves it again, so a later point at the same step would never be reached.
+COMPLETES_ITS_STEP = ("ckpt/after_data", "ckpt/after_mark", "ckpt/after_tracker", "ckpt/after_rotation")
 
 
 @dataclass
@@ -316,7 +319,7 @@ def killed_step(launch: Launch) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-kill-resume"))
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="steps per chain (the default chains reach step 5)")
     p.add_argument("--chain", action="append", choices=list(CHAINS), help="default: all")
     p.add_argument("--timeout", type=float, default=900, help="seconds per launch before it counts as hung")
     p.add_argument("--poison", type=int, default=0, metavar="N",

@@ -611,6 +611,15 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
             return super().fit(*args, **kwargs)
         finally:
             self._care_defer_saves = False
+            self._drop_empty_metrics_file()
+
+    def _drop_empty_metrics_file(self) -> None:
+        """A restart that finds the run already at its last step logs nothing, but verl's file logger has
+        created (emptied) its file: remove it, so the run's metrics are its earlier files and the report,
+        which refuses an empty metrics file, reads them."""
+        path = self._metrics_path()
+        if path and os.path.isfile(path) and os.path.getsize(path) == 0:
+            os.remove(path)
 
     # verl 0.9.1 trainer_base.py:1466: one dataloader chunk as a TensorDict. The rows CareRLDataset
     # substituted carry the skipped rows' records; collect them for this step's metrics.

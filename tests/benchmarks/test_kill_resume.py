@@ -110,3 +110,15 @@ def test_every_kill_point_of_the_chains_is_a_fault_point():
     asked = {p.partition("@")[0] for _, points in kill_resume.CHAINS.values() for p in points}
     assert asked <= set(POINTS)
     assert set(POINTS) <= asked  # every moment the recipe exposes is tried by some chain
+
+
+def test_every_point_of_a_chain_can_be_reached():
+    """A kill that leaves its step's checkpoint complete is the last point at that step, and steps rise."""
+    for name, (_, points) in kill_resume.CHAINS.items():
+        steps = [int(p.partition("@")[2] or 0) for p in points]
+        numbered = [s for s in steps if s]
+        assert numbered == sorted(numbered), name
+        for i, point in enumerate(points):
+            if point.partition("@")[0] in kill_resume.COMPLETES_ITS_STEP:
+                later_same_step = [p for p, s in zip(points[i + 1:], steps[i + 1:]) if s == steps[i]]
+                assert not later_same_step, (name, point, later_same_step)

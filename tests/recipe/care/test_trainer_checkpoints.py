@@ -344,3 +344,26 @@ def test_fit_defers_each_save_until_the_step_is_logged(tmp_path, monkeypatch):
     trainer.fit()
     assert events == [("saved?", 1, None), ("log", 1, None), ("saved?", 2, 1), ("log", 2, 1)]
     assert ck.read_tracker(tmp_path)[0] == 2 and not trainer._care_defer_saves
+
+
+def test_a_restart_with_nothing_left_to_train_leaves_no_empty_metrics_file(tmp_path, monkeypatch):
+    from recipe.care.trainer import PPOTrainerSync
+
+    metrics = tmp_path / "metrics.jsonl"
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(metrics))
+    (tmp_path / "metrics.1.jsonl").write_text('{"step": 4, "data": {"x": 1.0}}\n')  # the killed launch's steps
+
+    def verl_fit_at_the_last_step(self, *args, **kwargs):
+        metrics.write_bytes(b"")  # verl's FileLogger opens its file "wb"; the loop has no step left
+
+    monkeypatch.setattr(PPOTrainerSync, "fit", verl_fit_at_the_last_step)
+    trainer = make(tmp_path, step=4, logger=("console", "file"))
+    trainer.fit()
+    assert not metrics.exists() and (tmp_path / "metrics.1.jsonl").read_text().startswith('{"step": 4')
+
+    def verl_fit_one_step(self, *args, **kwargs):
+        metrics.write_text('{"step": 5, "data": {}}\n')
+
+    monkeypatch.setattr(PPOTrainerSync, "fit", verl_fit_one_step)
+    make(tmp_path, step=4, logger=("console", "file")).fit()
+    assert metrics.read_text().startswith('{"step": 5')
