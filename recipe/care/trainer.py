@@ -549,7 +549,9 @@ class SyncTrainerWithBenchmarkMacro(PPOTrainerSync):
         trainer = self.config.trainer
         world_size = self.actor_rollout_wg.world_size
         if trainer.resume_mode == "auto":
-            checkpoints.resolve_resume(self._checkpoint_root(), world_size=world_size, log=notice)
+            step = checkpoints.resolve_resume(self._checkpoint_root(), world_size=world_size, log=notice)
+            if step:  # a kill between the tracker and the rotation left folders beyond the retention
+                checkpoints.rotate(self._checkpoint_root(), self._checkpoints_to_keep(), step, log=notice)
         elif trainer.resume_mode == "resume_path":
             folder = os.path.abspath(str(trainer.resume_from_path))
             why = checkpoints.why_incomplete(folder)

@@ -367,3 +367,15 @@ def test_a_restart_with_nothing_left_to_train_leaves_no_empty_metrics_file(tmp_p
     monkeypatch.setattr(PPOTrainerSync, "fit", verl_fit_one_step)
     make(tmp_path, step=4, logger=("console", "file")).fit()
     assert metrics.read_text().startswith('{"step": 5')
+
+
+def test_a_resume_applies_the_retention_a_kill_before_the_rotation_skipped(tmp_path):
+    from recipe.care import checkpoints as ck
+
+    save_steps(tmp_path, [1, 2, 3])  # as if each save had been killed right after its tracker
+    trainer = make(tmp_path, keep=1)
+    trainer._load_checkpoint()
+    assert trainer.global_steps == 3 and list(ck.step_dirs(tmp_path)) == [3]
+    trainer = make(tmp_path, keep=None)
+    trainer._load_checkpoint()
+    assert list(ck.step_dirs(tmp_path)) == [3]
