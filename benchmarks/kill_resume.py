@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "care-verl-kill-resume"))
     p.add_argument("--steps", type=int, default=5, help="steps per chain (the default chains reach step 5)")
     p.add_argument("--chain", action="append", choices=list(CHAINS), help="default: all")
+    p.add_argument("--points", default=None,
+                   help="comma-separated point@step list replacing the kill points of each --chain (to retry some)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per launch before it counts as hung")
     p.add_argument("--poison", type=int, default=0, metavar="N",
                    help="every chain trains on the smoke's shard with N poisoned rows (python -m smoke --poison N)")
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.chain or list(CHAINS):
         keep, points = CHAINS[name]
+        if args.points is not None:
+            points = [p for p in args.points.split(",") if p]
         beyond = [p for p in points if p.partition("@")[2] and int(p.partition("@")[2]) > args.steps]
         if beyond:
             raise SystemExit(f"chain {name}: kill points {beyond} lie beyond --steps {args.steps}")
