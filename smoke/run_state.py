@@ -11,10 +11,11 @@ a different plan, starts over, and says so.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from recipe.care.checkpoints import atomic_write_text
 
 STATE_FILE = "smoke_run.json"
 
@@ -42,9 +43,7 @@ class RunState:
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"plan": self.plan, "finished": self.finished}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps({"plan": self.plan, "finished": self.finished}, indent=1, sort_keys=True))
 
 
 def open_run(folder: Path, plan: dict, stages: list[str], metrics: list[Path], fresh: bool = False) -> tuple[RunState, str]:
