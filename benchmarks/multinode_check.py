@@ -114,11 +114,10 @@ def failure_lines(log_text: str, limit: int = 5) -> list[str]:
 
 
 def checkpointed_step(ckpt_dir: Path) -> int | None:
-    """verl's tracker (written after every rank's shards and data.pt): the last complete step, or None."""
-    try:
-        return int((ckpt_dir / "latest_checkpointed_iteration.txt").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The tracker's step (published after the checkpoint is complete), or None, as the recipe reads it."""
+    from recipe.care.checkpoints import read_tracker
+
+    return read_tracker(ckpt_dir)[0]
 
 
 def metric_steps(path: Path) -> list[int]:
